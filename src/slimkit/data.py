@@ -1,0 +1,314 @@
+"""One data reader for every source: batches of feed dicts keyed by model input names, plus labels.
+
+Sources: `.npz` files (arrays named after the inputs, optional `labels`), folders of `.npy`
+files, text files (one example per line, tokenized with the model's tokenizer), built-in
+sklearn datasets (`sklearn:digits`), a Python iterable of dicts, or samples generated from the
+model's input signature when no data is given.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from slimkit.errors import SlimkitError
+from slimkit.models.base import InputSpec, WorkingModel
+
+DEFAULT_SEQUENCE = 128
+LABEL_KEYS = ("labels", "label", "y")
+_SEQUENCE_NAMES = ("seq", "sequence", "sequence_length", "seq_len", "tokens", "length")
+_BATCH_NAMES = ("batch", "batch_size", "n", "N", "b", "B")
+
+
+@dataclass
+class Batch:
+    feed: dict[str, np.ndarray]
+    labels: np.ndarray | None = None
+
+    @property
+    def size(self) -> int:
+        return int(next(iter(self.feed.values())).shape[0]) if self.feed else 0
+
+
+@dataclass
+class Dataset:
+    """A list of batches. `generated` marks random inputs: fine for latency, weak for fidelity."""
+
+    batches: list[Batch] = field(default_factory=list)
+    source: str = ""
+    generated: bool = False
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __iter__(self):
+        return iter(self.batches)
+
+    @property
+    def num_samples(self) -> int:
+        return sum(b.size for b in self.batches)
+
+    @property
+    def has_labels(self) -> bool:
+        return bool(self.batches) and all(b.labels is not None for b in self.batches)
+
+    def rebatch(self, batch_size: int) -> Dataset:
+        """The same samples in batches of `batch_size` (the last one may be smaller)."""
+        if not self.batches:
+            return self
+        names = list(self.batches[0].feed)
+        arrays = {n: np.concatenate([b.feed[n] for b in self.batches]) for n in names}
+        labels = np.concatenate([b.labels for b in self.batches]) if self.has_labels else None
+        return Dataset(_split(arrays, labels, batch_size), self.source, self.generated)
+
+
+def parse_shapes(items: Sequence[str] | None) -> dict[str, list[int]]:
+    """`["input=1x3x224x224", ...]` -> `{"input": [1, 3, 224, 224]}`."""
+    shapes: dict[str, list[int]] = {}
+    for item in items or []:
+        name, sep, dims = item.partition("=")
+        try:
+            if not sep or not name:
+                raise ValueError
+            shapes[name] = [int(d) for d in dims.lower().split("x")]
+        except ValueError:
+            raise SlimkitError(f"--shape '{item}' is not NAME=DxDx...", "example: --shape input=1x3x224x224") from None
+    return shapes
+
+
+def load_data(
+    source: Any,
+    model: WorkingModel,
+    *,
+    batch_size: int = 1,
+    seq_len: int = DEFAULT_SEQUENCE,
+    max_samples: int | None = None,
+    shapes: Mapping[str, Sequence[int]] | None = None,
+    generated_samples: int = 8,
+    seed: int = 0,
+) -> Dataset:
+    """Read `source` into batches that match `model`'s inputs, or explain why they cannot."""
+    specs = input_specs_of(model)
+    if source is None:
+        return generate_data(specs, batch_size=batch_size, seq_len=seq_len, shapes=shapes,
+                             num_batches=max(1, generated_samples // max(batch_size, 1)), seed=seed)
+    if isinstance(source, Dataset):
+        return source
+    if isinstance(source, (str, Path)):
+        text = str(source)
+        if text.startswith("sklearn:"):
+            arrays, labels = _sklearn_arrays(text, specs)
+            return _finish(arrays, labels, specs, batch_size, max_samples, text)
+        path = Path(text)
+        if not path.exists():
+            raise SlimkitError(f"no such data file or folder: {path}", "check the --data path")
+        if path.is_dir():
+            arrays = {p.stem: np.load(p, allow_pickle=False) for p in sorted(path.glob("*.npy"))}
+            if not arrays:
+                raise SlimkitError(f"{path} holds no .npy files", "put one NAME.npy per model input there")
+            labels = _pop_labels(arrays)
+            return _finish(arrays, labels, specs, batch_size, max_samples, str(path))
+        if path.suffix == ".npz":
+            try:
+                with np.load(path, allow_pickle=False) as npz:
+                    arrays = {k: npz[k] for k in npz.files}
+            except Exception as exc:
+                raise SlimkitError(f"{path} is not a readable .npz file ({type(exc).__name__})",
+                                   "save arrays with numpy.savez") from exc
+            labels = _pop_labels(arrays)
+            return _finish(arrays, labels, specs, batch_size, max_samples, str(path))
+        if path.suffix in (".txt", ".text", ".tsv") or path.suffix == "":
+            lines = [ln.strip() for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()]
+            return text_data(lines, model, batch_size=batch_size, seq_len=seq_len, max_samples=max_samples,
+                             source=str(path))
+        raise SlimkitError(f"{path}: unknown data file type '{path.suffix}'",
+                           "pass .npz, a folder of .npy files, a .txt file (one example per line) or sklearn:digits")
+    if isinstance(source, Iterable):
+        return _from_iterable(source, specs, batch_size, max_samples)
+    raise SlimkitError(f"cannot read data from a {type(source).__name__}", "pass a path or a list of dicts")
+
+
+def input_specs_of(model: WorkingModel) -> list[InputSpec]:
+    specs = getattr(model, "input_specs", None)
+    if specs is None:
+        from slimkit.evaluate.runners import make_runner
+
+        specs = make_runner(model, threads=1).input_specs
+    return list(specs)
+
+
+def text_data(
+    lines: Sequence[str], model: WorkingModel, *, batch_size: int = 1, seq_len: int = DEFAULT_SEQUENCE,
+    max_samples: int | None = None, source: str = "text",
+) -> Dataset:
+    """Tokenize sentences with the model's tokenizer, padded to `seq_len` (what latency is quoted at)."""
+    if model.tokenizer_dir is None:
+        raise SlimkitError(f"text data ({source}) needs the model's tokenizer, and this model has none",
+                           "pass a Hugging Face folder, or an ONNX model slimkit exported from one")
+    from slimkit.errors import require
+
+    transformers = require("transformers", "hf")
+    tokenizer = transformers.AutoTokenizer.from_pretrained(str(model.tokenizer_dir))
+    if max_samples:
+        lines = list(lines)[:max_samples]
+    if not lines:
+        raise SlimkitError(f"{source} has no text lines", "put one example per line")
+    specs = input_specs_of(model)
+    names = [s.name for s in specs]
+    enc = tokenizer(list(lines), padding="max_length", max_length=seq_len, truncation=True, return_tensors="np")
+    arrays = {}
+    for spec in specs:
+        if spec.name not in enc:
+            raise SlimkitError(f"the tokenizer does not produce input '{spec.name}'", f"the model takes {names}")
+        arrays[spec.name] = enc[spec.name].astype(spec.dtype if spec.dtype.startswith("int") else "int64")
+    return Dataset(_split(arrays, None, batch_size), source)
+
+
+def generate_data(
+    specs: Sequence[InputSpec], *, batch_size: int = 1, seq_len: int = DEFAULT_SEQUENCE,
+    shapes: Mapping[str, Sequence[int]] | None = None, num_batches: int = 1, seed: int = 0,
+) -> Dataset:
+    """Random inputs from the signature: normal floats, small token ids, all-ones attention masks."""
+    rng = np.random.default_rng(seed)
+    batches = []
+    resolved = {s.name: resolve_shape(s, batch_size=batch_size, seq_len=seq_len, shapes=shapes) for s in specs}
+    for _ in range(num_batches):
+        feed = {}
+        for spec in specs:
+            shape = resolved[spec.name]
+            if spec.dtype.startswith("float"):
+                feed[spec.name] = rng.standard_normal(shape).astype(spec.dtype)
+            elif spec.dtype == "bool":
+                feed[spec.name] = np.ones(shape, dtype=bool)
+            elif "mask" in spec.name:
+                feed[spec.name] = np.ones(shape, dtype=spec.dtype)
+            elif "type" in spec.name:
+                feed[spec.name] = np.zeros(shape, dtype=spec.dtype)
+            else:
+                feed[spec.name] = rng.integers(0, 100, size=shape).astype(spec.dtype)
+        batches.append(Batch(feed))
+    return Dataset(batches, "generated from the input signature", generated=True)
+
+
+def resolve_shape(spec: InputSpec, *, batch_size: int, seq_len: int,
+                  shapes: Mapping[str, Sequence[int]] | None = None) -> tuple[int, ...]:
+    """Fix every dynamic dimension, or say which input and dimension needs `--shape`."""
+    if shapes and spec.name in shapes:
+        fixed = tuple(int(d) for d in shapes[spec.name])
+        if len(fixed) != len(spec.shape):
+            raise SlimkitError(f"--shape {spec.name} has {len(fixed)} dims but the input has {len(spec.shape)}",
+                               f"the input is {spec.describe()}")
+        return fixed
+    out = []
+    for axis, dim in enumerate(spec.shape):
+        if isinstance(dim, int):
+            out.append(dim)
+        elif axis == 0 and (dim is None or str(dim) in _BATCH_NAMES or "batch" in str(dim).lower()):
+            out.append(batch_size)
+        elif dim is not None and any(k in str(dim).lower() for k in _SEQUENCE_NAMES):
+            out.append(seq_len)
+        elif axis == 1 and len(spec.shape) == 2 and spec.dtype.startswith("int"):
+            out.append(seq_len)  # token ids: [batch, sequence]
+        else:
+            label = dim if dim is not None else "?"
+            raise SlimkitError(
+                f"input '{spec.name}' has a dynamic dimension {axis} ('{label}') slimkit cannot guess",
+                f"fix it with --shape {spec.name}=" + "x".join(str(d if isinstance(d, int) else 1) for d in spec.shape),
+            )
+    return tuple(out)
+
+
+def _pop_labels(arrays: dict[str, np.ndarray]) -> np.ndarray | None:
+    for key in LABEL_KEYS:
+        if key in arrays:
+            return arrays.pop(key)
+    return None
+
+
+def _sklearn_arrays(text: str, specs: Sequence[InputSpec]):
+    name = text.split(":", 1)[1]
+    if name != "digits":
+        raise SlimkitError(f"unknown built-in dataset '{name}'", "available: sklearn:digits")
+    from slimkit.datasets import digits_arrays
+
+    if len(specs) != 1:
+        raise SlimkitError("sklearn:digits feeds models with one input", f"this model takes {[s.name for s in specs]}")
+    spec = specs[0]
+    x, y = digits_arrays(split="test", image=len(spec.shape) == 4)
+    return {spec.name: x}, y
+
+
+def _from_iterable(items: Iterable, specs, batch_size, max_samples) -> Dataset:
+    rows = list(items)
+    if not rows or not all(isinstance(r, Mapping) for r in rows):
+        raise SlimkitError("data from Python must be a non-empty iterable of dicts", "yield {input_name: array, ...}")
+    keys = list(rows[0])
+    arrays = {k: np.concatenate([np.asarray(r[k]) for r in rows]) for k in keys}
+    labels = _pop_labels(arrays)
+    return _finish(arrays, labels, specs, batch_size, max_samples, "python iterable")
+
+
+def _finish(arrays, labels, specs, batch_size, max_samples, source) -> Dataset:
+    arrays = check_arrays(arrays, specs, source)
+    n = next(iter(arrays.values())).shape[0]
+    if labels is not None and len(labels) != n:
+        raise SlimkitError(f"{source}: {len(labels)} labels for {n} samples", "give one label per sample")
+    if max_samples:
+        arrays = {k: v[:max_samples] for k, v in arrays.items()}
+        labels = labels[:max_samples] if labels is not None else None
+    return Dataset(_split(arrays, labels, batch_size), source)
+
+
+def check_arrays(arrays: dict[str, np.ndarray], specs: Sequence[InputSpec], source: str) -> dict[str, np.ndarray]:
+    """Match arrays to inputs by name, rank, dtype kind and fixed dims; cast within a dtype kind."""
+    names = [s.name for s in specs]
+    missing = [n for n in names if n not in arrays]
+    if missing:
+        raise SlimkitError(
+            f"{source} has no array for input '{missing[0]}' (it has {sorted(arrays)})",
+            f"name the arrays after the model inputs {names}",
+        )
+    extra = sorted(set(arrays) - set(names))
+    if extra:
+        raise SlimkitError(f"{source} has arrays {extra} that are not model inputs",
+                           f"the model takes {names} (and optional 'labels')")
+    out = {}
+    counts = set()
+    for spec in specs:
+        arr = np.asarray(arrays[spec.name])
+        if arr.ndim != len(spec.shape):
+            raise SlimkitError(
+                f"{source}: array '{spec.name}' has rank {arr.ndim} {list(arr.shape)} but the input is {spec.describe()}",
+                "reshape the data to the model's input rank",
+            )
+        for axis, (got, want) in enumerate(zip(arr.shape, spec.shape, strict=True)):
+            if axis > 0 and isinstance(want, int) and got != want:
+                raise SlimkitError(
+                    f"{source}: array '{spec.name}' has shape {list(arr.shape)} but the input is {spec.describe()}",
+                    "fix the data shape",
+                )
+        want_kind = np.dtype(spec.dtype).kind if not spec.dtype.startswith("onnx-") else arr.dtype.kind
+        if arr.dtype.kind != want_kind and not (want_kind in "iu" and arr.dtype.kind in "iu"):
+            raise SlimkitError(f"{source}: array '{spec.name}' is {arr.dtype} but the input is {spec.dtype}",
+                               f"save it as {spec.dtype}")
+        if not spec.dtype.startswith("onnx-"):
+            arr = arr.astype(spec.dtype, copy=False)
+        out[spec.name] = arr
+        counts.add(arr.shape[0])
+    if len(counts) > 1:
+        raise SlimkitError(f"{source}: arrays have different sample counts {sorted(counts)}", "give every input the same count")
+    return out
+
+
+def _split(arrays: dict[str, np.ndarray], labels: np.ndarray | None, batch_size: int) -> list[Batch]:
+    n = next(iter(arrays.values())).shape[0]
+    batch_size = max(1, int(batch_size))
+    batches = []
+    for start in range(0, n, batch_size):
+        feed = {k: np.ascontiguousarray(v[start:start + batch_size]) for k, v in arrays.items()}
+        batches.append(Batch(feed, labels[start:start + batch_size] if labels is not None else None))
+    return batches

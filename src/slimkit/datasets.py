@@ -1,0 +1,21 @@
+"""Built-in data: sklearn's bundled digits (8x8 images, 10 classes), split once with a fixed seed."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def digits_arrays(split: str = "test", image: bool = False, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Digits scaled to [0, 1]; `image=True` gives NCHW [n, 1, 8, 8], else [n, 64]. 75/25 split."""
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    x = (digits.data / 16.0).astype(np.float32)
+    y = digits.target.astype(np.int64)
+    order = np.random.default_rng(seed).permutation(len(x))
+    cut = int(len(x) * 0.75)
+    idx = order[:cut] if split == "train" else order[cut:]
+    x, y = x[idx], y[idx]
+    if image:
+        x = x.reshape(-1, 1, 8, 8)
+    return x, y

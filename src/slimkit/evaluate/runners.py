@@ -1,0 +1,195 @@
+"""One runner per runtime, all with the same call: `run(feed) -> list of numpy outputs`.
+
+Each runner is pinned to a thread count so latency numbers are comparable across runtimes.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from slimkit.errors import SlimkitError, require
+from slimkit.models.base import (
+    InputSpec,
+    ModelKind,
+    OnnxModel,
+    OpenVinoModel,
+    TfliteModel,
+    TorchModel,
+    WorkingModel,
+)
+
+
+class Runner:
+    """Runs a model on feed dicts keyed by input name. `runtime` names what actually executes it."""
+
+    runtime = "?"
+    input_specs: list[InputSpec]
+
+    def run(self, feed: dict[str, np.ndarray]) -> list[np.ndarray]:  # pragma: no cover - interface
+        raise NotImplementedError
+
+
+def make_runner(model: WorkingModel, threads: int = 2) -> Runner:
+    if model.kind == ModelKind.TORCH:
+        return TorchRunner(model, threads)
+    if model.kind == ModelKind.ONNX:
+        return OrtRunner(model, threads)
+    if model.kind == ModelKind.OPENVINO:
+        return OpenVinoRunner(model, threads)
+    if model.kind == ModelKind.TFLITE:
+        return TfliteRunner(model, threads)
+    raise SlimkitError(f"no runtime for model kind {model.kind}")
+
+
+class TorchRunner(Runner):
+    runtime = "pytorch-eager"
+
+    def __init__(self, model: TorchModel, threads: int) -> None:
+        import torch
+
+        torch.set_num_threads(threads)
+        self.module = model.module.eval()
+        self.input_specs = list(model.input_specs)
+
+    def run(self, feed):
+        import torch
+
+        from slimkit.models.loading import flatten_outputs
+
+        with torch.inference_mode():
+            out = self.module(**{k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in feed.items()})
+        return [t.detach().float().numpy() if t.dtype.is_floating_point else t.numpy() for t in flatten_outputs(out)]
+
+
+def ort_session(model: OnnxModel, threads: int = 2, *, optimization: str = "all"):
+    """An ONNX Runtime CPU session with fixed threads; failures become one clear line."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    opts.graph_optimization_level = {
+        "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+        "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+        "none": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+    }[optimization]
+    opts.log_severity_level = 3
+    try:
+        if model.path is not None and model.path.exists():
+            return ort.InferenceSession(str(model.path), opts, providers=["CPUExecutionProvider"])
+        return ort.InferenceSession(model.proto.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    except Exception as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise SlimkitError(
+            f"ONNX Runtime cannot run {model.source or 'this model'}: {first[:300]}",
+            "the model uses an op or opset ONNX Runtime does not support; re-export it with supported ops",
+        ) from exc
+
+
+class OrtRunner(Runner):
+    runtime = "onnxruntime"
+
+    def __init__(self, model: OnnxModel, threads: int) -> None:
+        self.session = ort_session(model, threads)
+        self.input_specs = model.input_specs
+        self.output_names = [o.name for o in self.session.get_outputs()]
+
+    def run(self, feed):
+        try:
+            out = self.session.run(None, feed)
+        except Exception as exc:
+            first = str(exc).strip().splitlines()[0][:300]
+            raise SlimkitError(f"ONNX Runtime failed on this input: {first}", "check the data shapes and types") from exc
+        # Non-tensor outputs (sequences of maps, e.g. sklearn's ZipMap) are skipped: nothing to compare.
+        return [o for o in out if isinstance(o, np.ndarray)]
+
+
+def import_openvino():
+    """Import OpenVINO with its usage telemetry switched off (it would try to reach the network)."""
+    os.environ.setdefault("OPENVINO_TELEMETRY_ENABLE", "0")
+    sys.modules.setdefault("openvino_telemetry", None)  # makes OpenVINO's optional import fail -> stub
+    return require("openvino", "openvino")
+
+
+class OpenVinoRunner(Runner):
+    runtime = "openvino"
+
+    def __init__(self, model: OpenVinoModel, threads: int) -> None:
+        ov = import_openvino()
+        core = ov.Core()
+        config = {
+            "INFERENCE_NUM_THREADS": threads,
+            # Without this hint OpenVINO runs fp32 models in bf16 on CPUs with AMX: not what was asked.
+            "INFERENCE_PRECISION_HINT": "f32",
+            "PERFORMANCE_HINT": "LATENCY",
+            "NUM_STREAMS": 1,
+        }
+        try:
+            self.compiled = core.compile_model(str(model.path), "CPU", config)
+        except Exception as exc:
+            raise SlimkitError(f"OpenVINO cannot load {model.path}: {str(exc).splitlines()[0][:300]}",
+                               "convert the model again with slimkit convert --to openvino") from exc
+        self.request = self.compiled.create_infer_request()
+        self.input_specs = []
+        for port in self.compiled.inputs:
+            shape = tuple(d.get_length() if d.is_static else None for d in port.get_partial_shape())
+            self.input_specs.append(InputSpec(port.get_any_name(), _ov_dtype(port.get_element_type()), shape))
+
+    def run(self, feed):
+        # share_inputs avoids one copy per call; outputs are copied because the request reuses them.
+        result = self.request.infer(feed, share_inputs=True, share_outputs=True)
+        return [np.array(result[port]) for port in self.compiled.outputs]
+
+
+def _ov_dtype(element_type) -> str:
+    name = element_type.get_type_name()
+    return {"f32": "float32", "f16": "float16", "i64": "int64", "i32": "int32", "u8": "uint8",
+            "i8": "int8", "boolean": "bool"}.get(name, "float32")
+
+
+class TfliteRunner(Runner):
+    runtime = "litert"
+
+    def __init__(self, model: TfliteModel, threads: int) -> None:
+        interpreter_mod = require("ai_edge_litert.interpreter", "tflite")
+        try:
+            self.interpreter = interpreter_mod.Interpreter(model_path=str(model.path), num_threads=threads)
+        except Exception as exc:
+            raise SlimkitError(f"LiteRT cannot load {model.path}: {exc}", "convert the model again") from exc
+        self.interpreter.allocate_tensors()
+        details = self.interpreter.get_input_details()
+        names = model.metadata.get("input_names") or _tflite_names_sidecar(model.path) or [d["name"] for d in details]
+        self.input_specs = [
+            InputSpec(n, np.dtype(d["dtype"]).name, tuple(int(x) for x in d["shape"]))
+            for n, d in zip(names, details, strict=False)
+        ]
+        self._indices = [d["index"] for d in details]
+
+    def run(self, feed):
+        interp = self.interpreter
+        resized = False
+        for spec, index in zip(self.input_specs, self._indices, strict=True):
+            value = feed[spec.name]
+            current = interp.get_input_details()[self._indices.index(index)]["shape"]
+            if tuple(current) != value.shape:
+                interp.resize_tensor_input(index, value.shape)
+                resized = True
+        if resized:
+            interp.allocate_tensors()
+        for spec, index in zip(self.input_specs, self._indices, strict=True):
+            interp.set_tensor(index, np.ascontiguousarray(feed[spec.name]))
+        interp.invoke()
+        return [np.array(interp.get_tensor(d["index"])) for d in interp.get_output_details()]
+
+
+def _tflite_names_sidecar(path: Path) -> list[str] | None:
+    """slimkit writes `<model>.inputs.txt` beside a TFLite file: input names in flatbuffer order."""
+    sidecar = Path(str(path) + ".inputs.txt")
+    if sidecar.exists():
+        return [ln for ln in sidecar.read_text().splitlines() if ln]
+    return None

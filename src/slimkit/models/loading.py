@@ -1,0 +1,367 @@
+"""Turn what a user hands us (a path, a `pkg.mod:factory` reference, an `nn.Module`) into a model kind.
+
+No pickle from a model file is ever executed: torch files load with `weights_only=True`, Hugging
+Face folders must hold safetensors, and `.pt2` / TorchScript use torch's own restricted loaders.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import json
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from slimkit.errors import SlimkitError
+from slimkit.models.wrappers import NamedInputs
+from slimkit.models.base import InputSpec, OnnxModel, OpenVinoModel, TfliteModel, TorchModel, WorkingModel
+
+_TORCH_DTYPES = {"float32": "float32", "int64": "int64", "int32": "int32", "float16": "float16", "bool": "bool"}
+
+
+def load(
+    source: Any,
+    *,
+    example_inputs: Any = None,
+    input_names: Sequence[str] | None = None,
+    weights: str | Path | None = None,
+    task: str | None = None,
+    shapes: Mapping[str, Sequence[int]] | None = None,
+    check: bool = True,
+) -> WorkingModel:
+    """Load a model from a path, a `package.module:factory` reference or an `nn.Module`."""
+    import torch
+
+    if isinstance(source, WorkingModel):
+        return source
+    if isinstance(source, torch.nn.Module):
+        return torch_model_from_module(
+            source, example_inputs=example_inputs, input_names=input_names, task=task, shapes=shapes,
+            source=type(source).__name__,
+        )
+    text = str(source)
+    path = Path(text)
+    if not path.exists():
+        if _looks_like_factory(text):
+            return _load_factory(text, weights=weights, task=task, shapes=shapes)
+        raise SlimkitError(f"no such file or folder: {text}", "check the path")
+    if path.is_dir():
+        return _load_folder(path, task=task)
+    if path.stat().st_size == 0:
+        raise SlimkitError(f"{path} is empty", "pass a model file (.onnx, .pt2, TorchScript, .xml, .tflite)")
+    suffix = path.suffix.lower()
+    if suffix == ".onnx":
+        return load_onnx(path, task=task, check=check)
+    if suffix == ".pt2":
+        return _load_exported_program(path, task=task)
+    if suffix in (".pt", ".pth", ".ts", ".torchscript"):
+        return _load_torchscript(path, task=task, shapes=shapes)
+    if suffix == ".xml":
+        return OpenVinoModel(path=path, source=str(path), task=task)
+    if suffix == ".tflite":
+        return TfliteModel(path=path, source=str(path), task=task)
+    if suffix in (".h5", ".keras"):
+        raise SlimkitError(f"{path}: Keras files are not supported yet", "export the model to ONNX with tf2onnx")
+    if suffix in (".safetensors", ".bin"):
+        raise SlimkitError(
+            f"{path} holds only weights, not a model",
+            "pass the model's code as package.module:factory with --weights FILE",
+        )
+    raise SlimkitError(
+        f"{path}: unknown model file type '{suffix}'",
+        "pass .onnx, .pt2, TorchScript (.pt), OpenVINO .xml, .tflite, a Hugging Face folder or package.module:factory",
+    )
+
+
+# ---- ONNX ----
+
+
+def load_onnx(path: Path, *, task: str | None = None, check: bool = True) -> OnnxModel:
+    """Load an ONNX file (external data resolved beside it) and check ONNX Runtime can run it."""
+    import onnx
+
+    try:
+        proto = onnx.load(str(path), load_external_data=True)
+    except FileNotFoundError as exc:
+        raise SlimkitError(
+            f"{path}: an external data file is missing ({Path(str(exc.filename or exc)).name})",
+            "keep the model's .data files in the same folder as the .onnx file",
+        ) from exc
+    except Exception as exc:
+        raise SlimkitError(
+            f"{path} is not a valid ONNX model ({type(exc).__name__})",
+            "the file is truncated or not ONNX; export it again",
+        ) from exc
+    if len(proto.graph.node) == 0 and len(proto.graph.output) == 0:
+        raise SlimkitError(f"{path} is not a valid ONNX model (empty graph)", "the file is truncated or not ONNX")
+    model = OnnxModel(path=path, _proto=proto, source=str(path), task=task)
+    _read_slimkit_metadata(model)
+    if check:
+        check_onnx_runnable(model)
+    return model
+
+
+def check_onnx_runnable(model: OnnxModel) -> None:
+    """Create an ONNX Runtime session once, so an unsupported op is reported at load time."""
+    from slimkit.evaluate.runners import ort_session
+
+    ort_session(model, threads=1)
+
+
+def _read_slimkit_metadata(model: OnnxModel) -> None:
+    """slimkit records task and tokenizer location in the ONNX metadata when it exports a model."""
+    meta = {p.key: p.value for p in model.proto.metadata_props}
+    if model.task is None and meta.get("slimkit.task"):
+        model.task = meta["slimkit.task"]
+    tok = meta.get("slimkit.tokenizer")
+    if tok and model.path is not None:
+        candidate = (model.path.parent / tok).resolve()
+        if (candidate / "tokenizer_config.json").exists() or (candidate / "tokenizer.json").exists():
+            model.tokenizer_dir = candidate
+
+
+# ---- PyTorch ----
+
+
+def torch_model_from_module(
+    module,
+    *,
+    example_inputs: Any = None,
+    input_names: Sequence[str] | None = None,
+    task: str | None = None,
+    shapes: Mapping[str, Sequence[int]] | None = None,
+    source: str = "",
+    dynamic_dims: Mapping[str, Mapping[int, str]] | None = None,
+) -> TorchModel:
+    """Wrap an `nn.Module`. Input names default to `forward`'s parameter names."""
+    import torch
+
+    module.eval()
+    names = list(input_names) if input_names else forward_input_names(module)
+    example = _example_dict(module, example_inputs, names, shapes)
+    specs = []
+    for name in names:
+        tensor = example[name]
+        dims: list[Any] = list(tensor.shape)
+        for axis, label in (dynamic_dims or {}).get(name, {}).items():
+            dims[axis] = label
+        if not dynamic_dims and dims:
+            dims[0] = "batch"
+        specs.append(InputSpec(name, str(tensor.dtype).replace("torch.", ""), tuple(dims)))
+    with torch.inference_mode():
+        out = module(**example)
+    outputs = flatten_outputs(out)
+    output_names = ["output"] if len(outputs) == 1 else [f"output_{i}" for i in range(len(outputs))]
+    if task is None and len(outputs) == 1 and outputs[0].ndim == 2 and getattr(module, "is_classifier", False):
+        task = "classification"
+    return TorchModel(
+        module=module, input_specs=specs, example_inputs=example, output_names=output_names,
+        task=task, source=source,
+    )
+
+
+def forward_input_names(module) -> list[str]:
+    params = inspect.signature(module.forward).parameters.values()
+    names = [
+        p.name for p in params
+        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and p.default is inspect.Parameter.empty
+    ]
+    if not names:
+        names = [p.name for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    return names
+
+
+def flatten_outputs(out) -> list:
+    """Model outputs as a flat list of tensors (tuples, lists, dicts and HF ModelOutputs)."""
+    if isinstance(out, Mapping):
+        out = list(out.values())
+    if isinstance(out, (list, tuple)):
+        flat = []
+        for item in out:
+            flat.extend(flatten_outputs(item))
+        return flat
+    return [out]
+
+
+def _example_dict(module, example_inputs, names, shapes) -> dict:
+    import torch
+
+    if example_inputs is None:
+        example_inputs = getattr(module, "example_inputs", None)
+        if callable(example_inputs):
+            example_inputs = example_inputs()
+    if example_inputs is None:
+        if shapes and all(n in shapes for n in names):
+            return {n: torch.randn(*[int(d) for d in shapes[n]]) for n in names}
+        missing = [n for n in names if not shapes or n not in shapes]
+        raise SlimkitError(
+            f"cannot tell the shape of input '{missing[0]}'",
+            f"pass --shape {missing[0]}=1x... (or example_inputs= from Python)",
+        )
+    if isinstance(example_inputs, Mapping):
+        example = {k: _as_tensor(v) for k, v in example_inputs.items()}
+    else:
+        if isinstance(example_inputs, (torch.Tensor, np.ndarray)):
+            example_inputs = (example_inputs,)
+        if len(example_inputs) != len(names):
+            raise SlimkitError(
+                f"{len(example_inputs)} example inputs for {len(names)} forward parameters {names}",
+                "pass one example tensor per input",
+            )
+        example = {n: _as_tensor(v) for n, v in zip(names, example_inputs, strict=True)}
+    unknown = set(example) - set(names)
+    if unknown:
+        raise SlimkitError(f"example inputs name unknown inputs {sorted(unknown)}", f"forward takes {names}")
+    return {n: example[n] for n in names if n in example}
+
+
+def _as_tensor(value):
+    import torch
+
+    return value if isinstance(value, torch.Tensor) else torch.as_tensor(np.asarray(value))
+
+
+def _looks_like_factory(text: str) -> bool:
+    if ":" not in text or text.count(":") != 1:
+        return False
+    mod, _, attr = text.partition(":")
+    return bool(mod) and bool(attr) and all(part.isidentifier() for part in mod.split(".")) and attr.isidentifier()
+
+
+def _load_factory(ref: str, *, weights, task, shapes) -> TorchModel:
+    """`package.module:factory` from the current directory or PYTHONPATH, with optional weights."""
+    mod_name, _, attr = ref.partition(":")
+    if "" not in sys.path and str(Path.cwd()) not in sys.path:
+        sys.path.insert(0, str(Path.cwd()))
+    try:
+        mod = importlib.import_module(mod_name)
+    except ImportError as exc:
+        raise SlimkitError(
+            f"cannot import '{mod_name}' ({exc})", "run from the folder that holds it or set PYTHONPATH"
+        ) from exc
+    factory = getattr(mod, attr, None)
+    if factory is None:
+        raise SlimkitError(f"module '{mod_name}' has no attribute '{attr}'", "check the factory name")
+    module = factory() if callable(factory) and not hasattr(factory, "forward") else factory
+    if not hasattr(module, "forward"):
+        raise SlimkitError(f"{ref} did not return a torch nn.Module", "the factory must return an nn.Module")
+    source_files = []
+    if weights is not None:
+        load_weights(module, Path(weights))
+        source_files.append(Path(weights))
+    model = torch_model_from_module(module, task=task, shapes=shapes, source=ref)
+    model.source_files = source_files
+    return model
+
+
+def load_weights(module, path: Path) -> None:
+    """Load a `.safetensors` file or a state dict saved with torch.save (read with weights_only=True)."""
+    import torch
+
+    if not path.exists():
+        raise SlimkitError(f"no such weights file: {path}", "check the --weights path")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            state = load_file(str(path))
+        else:
+            state = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise SlimkitError(
+            f"{path} is not a readable weights file ({type(exc).__name__})",
+            "save a state dict with safetensors or torch.save(model.state_dict())",
+        ) from exc
+    if not isinstance(state, Mapping):
+        raise SlimkitError(f"{path} does not hold a state dict", "save model.state_dict(), not the model")
+    try:
+        module.load_state_dict(state)
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()[0:2]
+        raise SlimkitError(f"{path} does not fit the model: {' '.join(first)}", "check the factory and weights") from exc
+
+
+def _load_exported_program(path: Path, *, task) -> TorchModel:
+    import torch
+
+    try:
+        program = torch.export.load(str(path))
+    except Exception as exc:
+        raise SlimkitError(f"{path} is not a readable torch.export program ({type(exc).__name__})",
+                           "save it with torch.export.save") from exc
+    args, kwargs = program.example_inputs or ((), {})
+    names = [spec.arg.name for spec in program.graph_signature.input_specs
+             if spec.kind == torch.export.graph_signature.InputKind.USER_INPUT]
+    module = program.module()
+    module.forward_names = names
+    example = dict(zip(names, list(args), strict=False))
+    example.update(kwargs)
+    if not example:
+        raise SlimkitError(f"{path} carries no example inputs", "export it with example inputs")
+    wrapper = NamedInputs(module, names)
+    model = torch_model_from_module(wrapper, example_inputs=example, input_names=names, task=task, source=str(path))
+    model.source_files = [path]
+    return model
+
+
+def _load_torchscript(path: Path, *, task, shapes) -> TorchModel:
+    import torch
+
+    try:
+        module = torch.jit.load(str(path), map_location="cpu")
+    except Exception as exc:
+        raise SlimkitError(
+            f"{path} is not a TorchScript file ({type(exc).__name__})",
+            "for a state dict use package.module:factory --weights FILE; for a torch.export program use .pt2",
+        ) from exc
+    try:
+        names = [a.name for a in module.forward.schema.arguments[1:]]
+    except Exception:
+        names = ["input"]
+    wrapper = NamedInputs(module, names)
+    model = torch_model_from_module(wrapper, input_names=names, task=task, shapes=shapes, source=str(path))
+    model.source_files = [path]
+    return model
+
+
+
+
+# ---- Folders ----
+
+
+def _load_folder(path: Path, *, task) -> WorkingModel:
+    if (path / "saved_model.pb").exists():
+        raise SlimkitError(
+            f"{path} is a TensorFlow SavedModel", "convert it to ONNX with tf2onnx, then pass the .onnx file"
+        )
+    if (path / "config.json").exists():
+        from slimkit.models.hf import load_hf_folder
+
+        return load_hf_folder(path, task=task)
+    onnx_files = sorted(path.glob("*.onnx"))
+    if len(onnx_files) == 1:
+        return load_onnx(onnx_files[0], task=task)
+    xml_files = sorted(path.glob("*.xml"))
+    if len(xml_files) == 1:
+        return OpenVinoModel(path=xml_files[0], source=str(xml_files[0]), task=task)
+    tflite = sorted(path.glob("*.tflite"))
+    if len(tflite) == 1:
+        return TfliteModel(path=tflite[0], source=str(tflite[0]), task=task)
+    raise SlimkitError(
+        f"{path} is a folder with no model slimkit recognizes",
+        "pass a Hugging Face folder (config.json + safetensors) or a model file",
+    )
+
+
+def read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise SlimkitError(f"{path} is not valid JSON ({exc})", "fix or regenerate the file") from exc
+
+
+__all__ = ["load", "load_onnx", "torch_model_from_module", "load_weights", "flatten_outputs"]

@@ -1,0 +1,116 @@
+"""The pass contract: declared input/output kinds, a strict config, `run(model, ctx) -> PassResult`.
+
+A pass never mutates its input model and never writes outside `ctx.workdir`.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from slimkit.errors import SlimkitError
+from slimkit.models.base import ModelKind, WorkingModel
+
+
+class PassConfig(BaseModel):
+    """Base of every pass config: unknown keys are errors, not silently ignored."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+@dataclass
+class Context:
+    """What passes may use besides the model. Nothing reads globals."""
+
+    data: Any = None
+    reference: WorkingModel | None = None
+    threads: int = 2
+    seed: int = 0
+    batch_size: int = 1
+    seq_len: int = 128
+    shapes: Mapping[str, Sequence[int]] | None = None
+    workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="slimkit-work-")))
+    progress: Callable[[str], None] = lambda message: None
+
+    def scratch(self, name: str) -> Path:
+        """A fresh sub-folder of the work dir for one pass's files."""
+        folder = self.workdir / name
+        index = 1
+        while folder.exists():
+            index += 1
+            folder = self.workdir / f"{name}-{index}"
+        folder.mkdir(parents=True)
+        return folder
+
+
+@dataclass
+class PassResult:
+    model: WorkingModel
+    stats: dict[str, Any] = field(default_factory=dict)
+
+
+class Pass:
+    """Subclasses set `name`, `accepts`, `returns` and `Config`, and implement `run`."""
+
+    name: ClassVar[str]
+    accepts: ClassVar[frozenset[ModelKind]]
+    returns: ClassVar[ModelKind]
+    Config: ClassVar[type[PassConfig]] = PassConfig
+    description: ClassVar[str] = ""
+
+    def __init__(self, config: Mapping[str, Any] | PassConfig | None = None) -> None:
+        self.config = make_config(self.name, self.Config, config)
+
+    def run(self, model: WorkingModel, ctx: Context) -> PassResult:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def output_kind(self, input_kind: ModelKind) -> ModelKind:
+        return self.returns
+
+
+def make_config(pass_name: str, config_cls: type[PassConfig], config: Any) -> PassConfig:
+    if isinstance(config, config_cls):
+        return config
+    values = dict(config or {})
+    try:
+        return config_cls(**values)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        key = ".".join(str(p) for p in err.get("loc", ())) or "?"
+        accepted = ", ".join(config_cls.model_fields) or "none"
+        if err.get("type") == "extra_forbidden":
+            raise SlimkitError(f"pass '{pass_name}': unknown key '{key}'", f"accepted keys: {accepted}") from None
+        raise SlimkitError(f"pass '{pass_name}': bad value for '{key}': {err.get('msg')}",
+                           f"accepted keys: {accepted}") from None
+
+
+_REGISTRY: dict[str, type[Pass]] = {}
+
+
+def register(cls: type[Pass]) -> type[Pass]:
+    _REGISTRY[cls.name] = cls
+    return cls
+
+
+def get_pass(name: str) -> type[Pass]:
+    _load_builtin_passes()
+    if name not in _REGISTRY:
+        raise SlimkitError(f"unknown pass '{name}'", f"available passes: {', '.join(sorted(_REGISTRY))}")
+    return _REGISTRY[name]
+
+
+def available_passes() -> dict[str, type[Pass]]:
+    _load_builtin_passes()
+    return dict(sorted(_REGISTRY.items()))
+
+
+def _load_builtin_passes() -> None:
+    import importlib
+
+    for module in ("convert", "fp16"):
+        importlib.import_module(f"slimkit.passes.{module}")

@@ -1,0 +1,280 @@
+"""Conversion passes: PyTorch -> ONNX (verified), ONNX clean-up, ONNX -> OpenVINO IR, PyTorch -> TFLite."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import warnings
+from typing import Literal
+
+import numpy as np
+
+from slimkit.errors import SlimkitError, require
+from slimkit.models.base import ModelKind, OnnxModel, OpenVinoModel, TfliteModel, TorchModel, WorkingModel
+from slimkit.passes.base import Context, Pass, PassConfig, PassResult, register
+
+_OUTPUT_NAMES = {"embedding": "sentence_embedding", "classification": "logits"}
+
+
+class ToOnnxConfig(PassConfig):
+    exporter: Literal["auto", "dynamo", "legacy"] = "auto"
+    opset: int | None = None
+    dynamic: bool = True
+    # Export is checked against PyTorch on sample inputs; larger differences reject the exporter.
+    tolerance: float = 1e-3
+
+
+@register
+class ToOnnx(Pass):
+    """torch.onnx.export (dynamo first, TorchScript exporter as fallback), checked against PyTorch."""
+
+    name = "to-onnx"
+    accepts = frozenset({ModelKind.TORCH, ModelKind.ONNX})
+    returns = ModelKind.ONNX
+    Config = ToOnnxConfig
+    description = "PyTorch -> ONNX with dynamic batch/sequence dims, verified in ONNX Runtime"
+
+    def run(self, model: WorkingModel, ctx: Context) -> PassResult:
+        if isinstance(model, OnnxModel):
+            return PassResult(model, {"skipped": "already ONNX"})
+        assert isinstance(model, TorchModel)
+        exporters = ["dynamo", "legacy"] if self.config.exporter == "auto" else [self.config.exporter]
+        failures = []
+        for exporter in exporters:
+            for dynamic in ([True, False] if self.config.dynamic else [False]):
+                try:
+                    proto = export_onnx(model, exporter=exporter, dynamic=dynamic, opset=self.config.opset)
+                except Exception as exc:  # exporter failures are many and varied; try the next one
+                    failures.append(f"{exporter}{'' if dynamic else '/static'}: {_first_line(exc)}")
+                    continue
+                onnx_model = OnnxModel.from_proto(proto, like=model)
+                path = onnx_model.ensure_file(ctx.scratch("to-onnx"))
+                onnx_model = OnnxModel(path=path, _proto=proto)
+                onnx_model.carry_over(model)
+                diff = verify_against_torch(model, onnx_model)
+                if diff > self.config.tolerance:
+                    failures.append(f"{exporter}: outputs differ from PyTorch by {diff:.2e}")
+                    continue
+                return PassResult(onnx_model, {
+                    "exporter": exporter, "dynamic_shapes": dynamic, "max_abs_diff_vs_torch": diff,
+                    "opset": _opset(proto), "nodes": len(proto.graph.node),
+                })
+        raise SlimkitError("could not export the model to ONNX: " + "; ".join(failures)[:600],
+                           "check that the model is traceable (no data-dependent Python control flow)")
+
+
+def export_onnx(model: TorchModel, *, exporter: str, dynamic: bool, opset: int | None):
+    """Run one torch exporter and return the ModelProto, with slimkit's metadata attached."""
+    import onnx
+    import torch
+
+    names = model.input_names
+    example = _export_example(model)
+    out_name = _OUTPUT_NAMES.get(model.task or "", "output")
+    output_names = [out_name] if len(model.output_names) == 1 else list(model.output_names)
+    dyn_axes = {s.name: {i: str(d) for i, d in enumerate(s.shape) if not isinstance(d, int)} for s in model.input_specs}
+    kwargs = {"input_names": names, "output_names": output_names}
+    if opset:
+        kwargs["opset_version"] = opset
+    quiet = io.StringIO()
+    with warnings.catch_warnings(), contextlib.redirect_stdout(quiet), _quiet_torch_logs():
+        warnings.simplefilter("ignore")
+        if exporter == "dynamo":
+            dynamic_shapes = None
+            if dynamic:
+                dims: dict[str, torch.export.Dim] = {}
+                dynamic_shapes = {
+                    n: {axis: dims.setdefault(label, torch.export.Dim(_dim_name(label))) for axis, label in ax.items()}
+                    for n, ax in dyn_axes.items()
+                }
+            program = torch.onnx.export(model.module, (), kwargs=example, dynamic_shapes=dynamic_shapes,
+                                        dynamo=True, verbose=False, **kwargs)
+            proto = program.model_proto
+        else:
+            buffer = io.BytesIO()
+            torch.onnx.export(model.module, tuple(example[n] for n in names), buffer, dynamo=False,
+                              dynamic_axes=dyn_axes if dynamic else None, **kwargs)
+            proto = onnx.load_from_string(buffer.getvalue())
+    meta = {"slimkit.task": model.task or "", "slimkit.tokenizer": "tokenizer" if model.tokenizer_dir else ""}
+    for key, value in meta.items():
+        if value:
+            entry = proto.metadata_props.add()
+            entry.key, entry.value = key, value
+    return proto
+
+
+def _dim_name(label: str) -> str:
+    return "".join(c if c.isalnum() else "_" for c in label) or "dim"
+
+
+def _export_example(model: TorchModel) -> dict:
+    """Example inputs with batch 2: torch.export specializes dims that are 1 in the example."""
+    import torch
+
+    example = {}
+    for spec in model.input_specs:
+        tensor = model.example_inputs[spec.name]
+        if spec.shape and not isinstance(spec.shape[0], int) and tensor.shape[0] == 1:
+            tensor = torch.cat([tensor, tensor], dim=0)
+        example[spec.name] = tensor
+    return example
+
+
+def verify_against_torch(model: TorchModel, onnx_model: OnnxModel) -> float:
+    """Max abs difference between PyTorch and ONNX Runtime on the example and on a different batch size."""
+    import torch
+
+    from slimkit.evaluate.runners import OrtRunner
+
+    runner = OrtRunner(onnx_model, threads=2)
+    feeds = [_export_example(model)]
+    if all(not isinstance(s.shape[0], int) for s in model.input_specs if s.shape):
+        feeds.append({k: torch.cat([v, v[:1]], dim=0) for k, v in feeds[0].items()})  # batch 3
+    worst = 0.0
+    for feed in feeds:
+        with torch.inference_mode():
+            from slimkit.models.loading import flatten_outputs
+
+            expected = [t.float().numpy() for t in flatten_outputs(model.module(**feed))]
+        got = runner.run({k: v.numpy() for k, v in feed.items()})
+        for e, g in zip(expected, got, strict=False):
+            if e.shape != g.shape:
+                return float("inf")
+            worst = max(worst, float(np.abs(e - g.astype(np.float32)).max()) if e.size else 0.0)
+    return worst
+
+
+def _opset(proto) -> int:
+    return max((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), default=0)
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip()
+    return (text.splitlines()[0] if text else type(exc).__name__)[:200]
+
+
+@contextlib.contextmanager
+def _quiet_torch_logs():
+    loggers = [logging.getLogger(n) for n in ("torch.onnx", "torch.export", "torch._dynamo", "onnxscript")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for lg, level in zip(loggers, levels, strict=True):
+            lg.setLevel(level)
+
+
+class CleanupConfig(PassConfig):
+    # onnxslim folds constants, removes dead nodes and fuses simple patterns.
+    keep_if_slower: bool = False
+
+
+@register
+class OnnxCleanup(Pass):
+    """Graph clean-up with onnxslim; the result is kept only if ONNX Runtime still loads it."""
+
+    name = "onnx-cleanup"
+    accepts = frozenset({ModelKind.ONNX})
+    returns = ModelKind.ONNX
+    Config = CleanupConfig
+    description = "constant folding and dead-node removal (onnxslim)"
+
+    def run(self, model: WorkingModel, ctx: Context) -> PassResult:
+        import onnxslim
+
+        from slimkit.evaluate.runners import ort_session
+
+        assert isinstance(model, OnnxModel)
+        before = len(model.proto.graph.node)
+        try:
+            with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                slim = onnxslim.slim(_copy_proto(model.proto))
+        except Exception as exc:
+            return PassResult(model, {"skipped": f"onnxslim failed: {_first_line(exc)}"})
+        cleaned = OnnxModel.from_proto(slim, like=model)
+        cleaned.ensure_file(ctx.scratch("onnx-cleanup"))
+        try:
+            ort_session(cleaned, threads=1)
+        except SlimkitError as exc:
+            return PassResult(model, {"skipped": f"cleaned graph does not load: {exc.problem[:200]}"})
+        return PassResult(cleaned, {"nodes_before": before, "nodes_after": len(slim.graph.node)})
+
+
+def _copy_proto(proto):
+    import onnx
+
+    copy = onnx.ModelProto()
+    copy.CopyFrom(proto)
+    return copy
+
+
+class ToOpenVinoConfig(PassConfig):
+    # fp16 weight compression halves the IR; off by default so the IR matches the ONNX numerics.
+    compress_to_fp16: bool = False
+
+
+@register
+class ToOpenVino(Pass):
+    """ONNX -> OpenVINO IR (`model.xml` + `model.bin`) with OpenVINO's own converter."""
+
+    name = "to-openvino"
+    accepts = frozenset({ModelKind.ONNX})
+    returns = ModelKind.OPENVINO
+    Config = ToOpenVinoConfig
+    description = "ONNX -> OpenVINO IR"
+
+    def run(self, model: WorkingModel, ctx: Context) -> PassResult:
+        from slimkit.evaluate.runners import import_openvino
+
+        assert isinstance(model, OnnxModel)
+        ov = import_openvino()
+        folder = ctx.scratch("to-openvino")
+        source = model.ensure_file(ctx.scratch("to-openvino-src"))
+        try:
+            converted = ov.convert_model(str(source))
+        except Exception as exc:
+            raise SlimkitError(f"OpenVINO cannot convert this model: {_first_line(exc)}",
+                               "check that every op is supported by OpenVINO's ONNX frontend") from exc
+        xml = folder / "model.xml"
+        ov.save_model(converted, str(xml), compress_to_fp16=self.config.compress_to_fp16)
+        result = OpenVinoModel(path=xml)
+        result.carry_over(model)
+        return PassResult(result, {"openvino_version": ov.__version__, "compress_to_fp16": self.config.compress_to_fp16})
+
+
+class ToTfliteConfig(PassConfig):
+    pass
+
+
+@register
+class ToTflite(Pass):
+    """PyTorch -> TFLite flatbuffer through litert-torch (static shapes, as TFLite expects)."""
+
+    name = "to-tflite"
+    accepts = frozenset({ModelKind.TORCH})
+    returns = ModelKind.TFLITE
+    Config = ToTfliteConfig
+    description = "PyTorch -> TFLite (litert-torch), run with LiteRT"
+
+    def run(self, model: WorkingModel, ctx: Context) -> PassResult:
+        assert isinstance(model, TorchModel)
+        litert_torch = require("litert_torch", "tflite")
+        names = model.input_names
+        sample = tuple(model.example_inputs[n] for n in names)
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), _quiet_torch_logs():
+            warnings.simplefilter("ignore")
+            try:
+                edge = litert_torch.convert(model.module.eval(), sample)
+            except Exception as exc:
+                raise SlimkitError(f"litert-torch cannot convert this model: {_first_line(exc)}",
+                                   "TFLite needs static shapes and ops LiteRT supports") from exc
+        path = ctx.scratch("to-tflite") / "model.tflite"
+        edge.export(str(path))
+        result = TfliteModel(path=path)
+        result.carry_over(model)
+        result.metadata["input_names"] = names
+        return PassResult(result, {"input_shapes": {n: list(model.example_inputs[n].shape) for n in names}})
