@@ -17,10 +17,8 @@ from typing import Any
 import numpy as np
 
 from slimkit.errors import SlimkitError
-from slimkit.models.wrappers import NamedInputs
 from slimkit.models.base import InputSpec, OnnxModel, OpenVinoModel, TfliteModel, TorchModel, WorkingModel
-
-_TORCH_DTYPES = {"float32": "float32", "int64": "int64", "int32": "int32", "float16": "float16", "bool": "bool"}
+from slimkit.models.wrappers import NamedInputs
 
 
 def load(
