@@ -81,7 +81,8 @@ class Evaluator:
             raise ValueError("Evaluator needs a model to read the input signature from (like= or reference=)")
         dataset = load_data(data, template, batch_size=batch_size, seq_len=seq_len, shapes=shapes,
                             max_samples=max_samples)
-        self.dataset: Dataset = dataset.rebatch(batch_size) if dataset.batches else dataset
+        # Generated inputs already have the requested (or --shape-fixed) batch; real data is re-batched.
+        self.dataset: Dataset = dataset if dataset.generated or not dataset.batches else dataset.rebatch(batch_size)
         self.reference = reference
         self._reference_outputs: list[np.ndarray] | None = None
 

@@ -163,7 +163,7 @@ class TfliteRunner(Runner):
             raise SlimkitError(f"LiteRT cannot load {model.path}: {exc}", "convert the model again") from exc
         self.interpreter.allocate_tensors()
         details = self.interpreter.get_input_details()
-        names = model.metadata.get("input_names") or _tflite_names_sidecar(model.path) or [d["name"] for d in details]
+        names = model.metadata.get("input_names") or [d["name"] for d in details]
         self.input_specs = [
             InputSpec(n, np.dtype(d["dtype"]).name, tuple(int(x) for x in d["shape"]))
             for n, d in zip(names, details, strict=False)
@@ -185,11 +185,3 @@ class TfliteRunner(Runner):
             interp.set_tensor(index, np.ascontiguousarray(feed[spec.name]))
         interp.invoke()
         return [np.array(interp.get_tensor(d["index"])) for d in interp.get_output_details()]
-
-
-def _tflite_names_sidecar(path: Path) -> list[str] | None:
-    """slimkit writes `<model>.inputs.txt` beside a TFLite file: input names in flatbuffer order."""
-    sidecar = Path(str(path) + ".inputs.txt")
-    if sidecar.exists():
-        return [ln for ln in sidecar.read_text().splitlines() if ln]
-    return None

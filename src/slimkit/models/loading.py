@@ -10,6 +10,7 @@ import importlib
 import inspect
 import json
 import sys
+import types
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -53,15 +54,15 @@ def load(
         raise SlimkitError(f"{path} is empty", "pass a model file (.onnx, .pt2, TorchScript, .xml, .tflite)")
     suffix = path.suffix.lower()
     if suffix == ".onnx":
-        return load_onnx(path, task=task, check=check)
+        return apply_sidecar(load_onnx(path, task=task, check=check), path)
     if suffix == ".pt2":
         return _load_exported_program(path, task=task)
     if suffix in (".pt", ".pth", ".ts", ".torchscript"):
         return _load_torchscript(path, task=task, shapes=shapes)
     if suffix == ".xml":
-        return OpenVinoModel(path=path, source=str(path), task=task)
+        return apply_sidecar(OpenVinoModel(path=path, source=str(path), task=task), path)
     if suffix == ".tflite":
-        return TfliteModel(path=path, source=str(path), task=task)
+        return apply_sidecar(TfliteModel(path=path, source=str(path), task=task), path)
     if suffix in (".h5", ".keras"):
         raise SlimkitError(f"{path}: Keras files are not supported yet", "export the model to ONNX with tf2onnx")
     if suffix in (".safetensors", ".bin"):
@@ -111,15 +112,27 @@ def check_onnx_runnable(model: OnnxModel) -> None:
 
 
 def _read_slimkit_metadata(model: OnnxModel) -> None:
-    """slimkit records task and tokenizer location in the ONNX metadata when it exports a model."""
+    """slimkit records the task in the ONNX metadata when it exports a model."""
     meta = {p.key: p.value for p in model.proto.metadata_props}
     if model.task is None and meta.get("slimkit.task"):
         model.task = meta["slimkit.task"]
-    tok = meta.get("slimkit.tokenizer")
-    if tok and model.path is not None:
-        candidate = (model.path.parent / tok).resolve()
-        if (candidate / "tokenizer_config.json").exists() or (candidate / "tokenizer.json").exists():
-            model.tokenizer_dir = candidate
+
+
+def apply_sidecar(model: WorkingModel, path: Path) -> WorkingModel:
+    """Task, tokenizer and input names from the `slimkit.json` slimkit writes beside its artifacts."""
+    from slimkit.artifacts import sidecar_for
+
+    sidecar = sidecar_for(path)
+    if not sidecar:
+        return model
+    if model.task is None and sidecar.get("task"):
+        model.task = sidecar["task"]
+    tokenizer = sidecar.get("tokenizer")
+    if tokenizer and (path.parent / tokenizer).is_dir():
+        model.tokenizer_dir = (path.parent / tokenizer).resolve()
+    if sidecar.get("input_names"):
+        model.metadata["input_names"] = list(sidecar["input_names"])
+    return model
 
 
 # ---- PyTorch ----
@@ -244,8 +257,11 @@ def _load_factory(ref: str, *, weights, task, shapes) -> TorchModel:
     factory = getattr(mod, attr, None)
     if factory is None:
         raise SlimkitError(f"module '{mod_name}' has no attribute '{attr}'", "check the factory name")
-    module = factory() if callable(factory) and not hasattr(factory, "forward") else factory
-    if not hasattr(module, "forward"):
+    import torch
+
+    # A module instance is used as is; a class or a function is called (an nn.Module class has `forward` too).
+    module = factory if isinstance(factory, torch.nn.Module) else factory() if callable(factory) else factory
+    if not isinstance(module, torch.nn.Module):
         raise SlimkitError(f"{ref} did not return a torch nn.Module", "the factory must return an nn.Module")
     source_files = []
     if weights is not None:
@@ -295,13 +311,25 @@ def _load_exported_program(path: Path, *, task) -> TorchModel:
     names = [spec.arg.name for spec in program.graph_signature.input_specs
              if spec.kind == torch.export.graph_signature.InputKind.USER_INPUT]
     module = program.module()
+    # The graph is frozen in the mode it was exported in and torch makes train()/eval() raise on it;
+    # make them no-ops so wrappers (and runners) can call eval() as on any module.
+    module.train = types.MethodType(lambda self, mode=True: self, module)
     module.forward_names = names
     example = dict(zip(names, list(args), strict=False))
     example.update(kwargs)
     if not example:
         raise SlimkitError(f"{path} carries no example inputs", "export it with example inputs")
+    # Only dims the program was exported with as dynamic are dynamic; the rest are specialized (guarded).
+    placeholders = {n.name: n for n in program.graph.nodes if n.op == "placeholder"}
+    dynamic = {}
+    for name in names:
+        shape = getattr(placeholders[name].meta.get("val"), "shape", None) if name in placeholders else None
+        if shape is not None:
+            dynamic[name] = {axis: "batch" if axis == 0 else str(d)
+                             for axis, d in enumerate(shape) if not isinstance(d, int)}
     wrapper = NamedInputs(module, names)
-    model = torch_model_from_module(wrapper, example_inputs=example, input_names=names, task=task, source=str(path))
+    model = torch_model_from_module(wrapper, example_inputs=example, input_names=names, task=task, source=str(path),
+                                    dynamic_dims=dynamic or None)
     model.source_files = [path]
     return model
 
@@ -340,15 +368,10 @@ def _load_folder(path: Path, *, task) -> WorkingModel:
         from slimkit.models.hf import load_hf_folder
 
         return load_hf_folder(path, task=task)
-    onnx_files = sorted(path.glob("*.onnx"))
-    if len(onnx_files) == 1:
-        return load_onnx(onnx_files[0], task=task)
-    xml_files = sorted(path.glob("*.xml"))
-    if len(xml_files) == 1:
-        return OpenVinoModel(path=xml_files[0], source=str(xml_files[0]), task=task)
-    tflite = sorted(path.glob("*.tflite"))
-    if len(tflite) == 1:
-        return TfliteModel(path=tflite[0], source=str(tflite[0]), task=task)
+    for pattern in ("*.onnx", "*.xml", "*.tflite"):
+        found = sorted(path.glob(pattern))
+        if len(found) == 1:  # a slimkit output folder, or any folder with one model file
+            return load(found[0], task=task)
     raise SlimkitError(
         f"{path} is a folder with no model slimkit recognizes",
         "pass a Hugging Face folder (config.json + safetensors) or a model file",

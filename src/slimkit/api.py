@@ -1,0 +1,192 @@
+"""The public Python API. The CLI is a thin layer over these functions; no logic lives only there."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import weakref
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from slimkit.artifacts import publish_files, staged_folder, write_artifact
+from slimkit.errors import SlimkitError
+from slimkit.evaluate.measure import Evaluator, Measurement
+from slimkit.models.base import WorkingModel
+from slimkit.models.loading import load
+from slimkit.passes.base import Context
+from slimkit.pipeline import Recipe, load_recipe, plan, run_pipeline
+
+CONVERT_TARGETS = {"onnx": "onnx", "fp16": "fp16", "openvino": "openvino", "tflite": "tflite"}
+_SUFFIX_FOR_TARGET = {"onnx": ".onnx", "fp16": ".onnx", "openvino": ".xml", "tflite": ".tflite"}
+
+
+@dataclass
+class OptimizeResult:
+    """The optimized model, per-pass records and (when measured) the report."""
+
+    model: WorkingModel
+    original: WorkingModel
+    recipe: Recipe
+    steps: list[dict]
+    report: dict[str, Any] = field(default_factory=dict)
+    measurements: list[Measurement] = field(default_factory=list)
+
+    def save(self, folder: str | Path) -> Path:
+        """Write the artifact, its tokenizer, report.json and report.html into `folder` atomically."""
+        from slimkit.report import write_report
+
+        inputs = [p for p in self.original.files()]
+        with staged_folder(Path(folder), inputs) as stage:
+            main = write_artifact(self.model, stage)
+            if self.report:
+                self.report.setdefault("artifact", {})["files"] = sorted(
+                    str(p.relative_to(stage)) for p in stage.rglob("*") if p.is_file())
+                write_report(stage, self.report)
+        return Path(folder) / main.name
+
+
+def _resolve_model(model: Any, **load_kwargs) -> WorkingModel:
+    return model if isinstance(model, WorkingModel) else load(model, **load_kwargs)
+
+
+def optimize(
+    model: Any,
+    recipe: str | Path | Recipe = "onnx",
+    *,
+    data: Any = None,
+    eval_data: Any = None,
+    output: str | Path | None = None,
+    threads: int = 2,
+    batch_size: int = 1,
+    seq_len: int = 128,
+    shapes: Mapping[str, Sequence[int]] | None = None,
+    measure: bool = True,
+    max_eval_samples: int | None = 256,
+    overrides: dict[str, dict] | None = None,
+    progress: Callable[[str], None] | None = None,
+    example_inputs: Any = None,
+    weights: str | Path | None = None,
+    task: str | None = None,
+) -> OptimizeResult:
+    """Run a recipe on a model, measure the result against the original, and optionally save it."""
+    original = _resolve_model(model, example_inputs=example_inputs, weights=weights, task=task, shapes=shapes)
+    recipe_obj = load_recipe(recipe)
+    plan(recipe_obj, original.kind, overrides)  # reject a bad chain before any work
+    if output is not None:
+        from slimkit.artifacts import check_not_input
+
+        check_not_input(Path(output), original.files())
+    say = progress or (lambda message: None)
+    # Pass outputs live in a scratch folder kept as long as the resulting model object lives.
+    workdir = Path(tempfile.mkdtemp(prefix="slimkit-work-"))
+    ctx = Context(data=data, reference=original, threads=threads, batch_size=batch_size, seq_len=seq_len,
+                  shapes=shapes, workdir=workdir, progress=lambda m: say(f"running pass {m}"))
+    try:
+        result = run_pipeline(original, recipe_obj, ctx, overrides)
+    except BaseException:
+        shutil.rmtree(workdir, ignore_errors=True)
+        raise
+    outcome = OptimizeResult(result.model, original, recipe_obj, result.steps)
+    weakref.finalize(result.model, shutil.rmtree, str(workdir), True)
+    if measure:
+        say("measuring original and result")
+        evaluator = Evaluator(eval_data if eval_data is not None else data, reference=original, like=original,
+                              threads=threads, batch_size=batch_size, seq_len=seq_len, shapes=shapes,
+                              max_samples=max_eval_samples)
+        outcome.measurements = [evaluator.measure(original, label="original"),
+                                evaluator.measure(result.model, label=recipe_obj.name)]
+    outcome.report = _build(outcome, threads)
+    if output is not None:
+        say("writing artifact")
+        outcome.save(output)
+    return outcome
+
+
+def _build(outcome: OptimizeResult, threads: int) -> dict:
+    from slimkit.report import build_report
+
+    measured = [m.as_dict() for m in outcome.measurements]
+    return build_report(
+        command="optimize",
+        input_model={"model": outcome.original.source, "kind": str(outcome.original.kind),
+                     "size_bytes": outcome.original.size_bytes()},
+        measurements=measured,
+        reference_label="original" if measured else None,
+        recipe=outcome.recipe.as_dict(),
+        passes=outcome.steps,
+        artifact={"kind": str(outcome.model.kind), "size_bytes": outcome.model.size_bytes()},
+        threads=threads,
+    )
+
+
+def convert(
+    model: Any,
+    to: str,
+    output: str | Path,
+    *,
+    data: Any = None,
+    threads: int = 2,
+    seq_len: int = 128,
+    shapes: Mapping[str, Sequence[int]] | None = None,
+    progress: Callable[[str], None] | None = None,
+    **load_kwargs: Any,
+) -> tuple[Path, OptimizeResult]:
+    """Convert to one format (onnx, fp16, openvino, tflite), check fidelity, write the file atomically.
+
+    `output` is a file path (`out/model.onnx`) or a folder (the canonical file name is used inside).
+    """
+    if to not in CONVERT_TARGETS:
+        raise SlimkitError(f"unknown target format '{to}'", f"choose one of: {', '.join(CONVERT_TARGETS)}")
+    original = _resolve_model(model, shapes=shapes, **load_kwargs)
+    output = Path(output)
+    suffix = _SUFFIX_FOR_TARGET[to]
+    target = output if output.suffix else output / ("model" + suffix)
+    if target.suffix != suffix:
+        raise SlimkitError(f"output {output} does not end in {suffix}, the {to} format's file type",
+                           f"name it like out/model{suffix}")
+    from slimkit.artifacts import check_not_input
+
+    check_not_input(target, original.files())
+    result = optimize(original, CONVERT_TARGETS[to], data=data, threads=threads, seq_len=seq_len, shapes=shapes,
+                      progress=progress, max_eval_samples=64)
+    with tempfile.TemporaryDirectory(prefix=".slimkit-", dir=_existing_parent(target)) as stage:
+        write_artifact(result.model, Path(stage), filename=target.name)
+        publish_files(Path(stage), target)
+    return target, result
+
+
+def _existing_parent(path: Path) -> str:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return str(path.parent)
+
+
+def bench(
+    models: Sequence[Any],
+    *,
+    reference: Any = None,
+    data: Any = None,
+    threads: int = 2,
+    batch_size: int = 1,
+    seq_len: int = 128,
+    shapes: Mapping[str, Sequence[int]] | None = None,
+    max_samples: int | None = 256,
+    labels: Sequence[str] | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> list[Measurement]:
+    """Measure one or more models on the same data; the reference (if any) is measured first."""
+    loaded = [_resolve_model(m, shapes=shapes) for m in models]
+    ref = _resolve_model(reference, shapes=shapes) if reference is not None else None
+    evaluator = Evaluator(data, reference=ref, like=ref or loaded[0], threads=threads, batch_size=batch_size,
+                          seq_len=seq_len, shapes=shapes, max_samples=max_samples)
+    say = progress or (lambda message: None)
+    results = []
+    if ref is not None:
+        say(f"measuring reference {ref.source}")
+        results.append(evaluator.measure(ref, label="reference"))
+    for i, model in enumerate(loaded):
+        say(f"measuring {model.source}")
+        label = labels[i] if labels else (model.source or f"model {i + 1}")
+        results.append(evaluator.measure(model, label=label))
+    return results

@@ -1,0 +1,140 @@
+"""Writing artifacts: canonical file names, the tokenizer beside them, and atomic replacement.
+
+Outputs are staged in a hidden folder next to the target and moved into place only when complete,
+so a failed run leaves no half-written artifact, and the user's input files are never touched.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+from slimkit.errors import SlimkitError
+from slimkit.models.base import ModelKind, OnnxModel, TorchModel, WorkingModel, save_onnx
+
+SIDECAR = "slimkit.json"
+_MARKERS = ("report.json", SIDECAR)
+
+
+def artifact_filename(kind: ModelKind) -> str:
+    return {ModelKind.ONNX: "model.onnx", ModelKind.OPENVINO: "model.xml", ModelKind.TFLITE: "model.tflite",
+            ModelKind.TORCH: "model.safetensors"}[kind]
+
+
+def write_artifact(model: WorkingModel, folder: Path, filename: str | None = None) -> Path:
+    """Write `model` into `folder` under a canonical name (plus tokenizer and sidecar); returns the main file."""
+    folder.mkdir(parents=True, exist_ok=True)
+    name = filename or artifact_filename(model.kind)
+    target = folder / name
+    if isinstance(model, OnnxModel):
+        save_onnx(model.proto, target)
+    elif model.kind == ModelKind.OPENVINO:
+        shutil.copyfile(model.path, target)
+        shutil.copyfile(model.path.with_suffix(".bin"), target.with_suffix(".bin"))
+    elif model.kind == ModelKind.TFLITE:
+        shutil.copyfile(model.path, target)
+    elif isinstance(model, TorchModel):
+        from safetensors.torch import save_file
+
+        state = {k: v.detach().contiguous() for k, v in model.module.state_dict().items()}
+        save_file(state, str(target))
+    tokenizer = None
+    if model.tokenizer_dir is not None:
+        tokenizer = "tokenizer" if name.startswith("model.") else f"{Path(name).stem}.tokenizer"
+        _copy_tokenizer(Path(model.tokenizer_dir), folder / tokenizer)
+    sidecar = {
+        "kind": str(model.kind),
+        "task": model.task,
+        "tokenizer": tokenizer,
+        "input_names": _input_names(model),
+        "source": model.source,
+    }
+    sidecar_path = folder / (SIDECAR if name.startswith("model.") else f"{Path(name).stem}.{SIDECAR}")
+    sidecar_path.write_text(json.dumps(sidecar, indent=2))
+    return target
+
+
+def _input_names(model: WorkingModel) -> list[str] | None:
+    names = model.metadata.get("input_names")
+    if names:
+        return list(names)
+    specs = getattr(model, "input_specs", None)
+    return [s.name for s in specs] if specs else None
+
+
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json",
+                    "merges.txt", "vocab.json", "spiece.model", "sentencepiece.bpe.model", "added_tokens.json",
+                    "config.json")
+
+
+def _copy_tokenizer(source: Path, target: Path) -> None:
+    target.mkdir(parents=True, exist_ok=True)
+    for name in _TOKENIZER_FILES:
+        if (source / name).exists():
+            shutil.copyfile(source / name, target / name)
+
+
+def sidecar_for(path: Path) -> dict | None:
+    """The sidecar slimkit wrote beside a model file, if any."""
+    for candidate in (path.parent / f"{path.stem}.{SIDECAR}", path.parent / SIDECAR):
+        if candidate.exists():
+            try:
+                return json.loads(candidate.read_text())
+            except (OSError, json.JSONDecodeError):
+                return None
+    return None
+
+
+def check_not_input(output: Path, inputs: list[Path]) -> None:
+    """Refuse an output that is, or would replace, one of the inputs."""
+    out = output.resolve()
+    for item in inputs:
+        src = Path(item).resolve()
+        if out == src or (out.is_dir() and (src == out or out in src.parents)) or src in out.parents:
+            raise SlimkitError(f"the output {output} is the input {item} (or contains it)",
+                               "choose another output path; slimkit never overwrites its input")
+
+
+@contextlib.contextmanager
+def staged_folder(target: Path, inputs: list[Path] | None = None) -> Iterator[Path]:
+    """Yield a hidden staging folder; on success it replaces `target` in one rename."""
+    target = Path(target)
+    check_not_input(target, inputs or [])
+    if target.exists() and not target.is_dir():
+        raise SlimkitError(f"output {target} exists and is a file", "pass a folder path to -o")
+    if target.exists() and any(target.iterdir()) and not any((target / m).exists() for m in _MARKERS):
+        raise SlimkitError(f"output folder {target} exists and is not a slimkit output",
+                           "choose a new or empty folder; slimkit only replaces its own outputs")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    stage = target.parent / f".{target.name}.tmp-{os.getpid()}"
+    shutil.rmtree(stage, ignore_errors=True)
+    stage.mkdir()
+    try:
+        yield stage
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
+    old = None
+    if target.exists():
+        old = target.parent / f".{target.name}.old-{os.getpid()}"
+        os.replace(target, old)
+    os.replace(stage, target)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def publish_files(stage: Path, target_file: Path) -> None:
+    """Move a staged artifact (main file, companions, tokenizer, sidecar) beside `target_file`."""
+    target_file.parent.mkdir(parents=True, exist_ok=True)
+    for item in sorted(stage.iterdir()):
+        destination = target_file.parent / item.name
+        if item.is_dir():
+            if destination.exists():
+                shutil.rmtree(destination)
+            os.replace(item, destination)
+        else:
+            os.replace(item, destination)

@@ -1,0 +1,250 @@
+"""`slimkit` command line: parse, call the API, print. No logic lives only here."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+# LiteRT / absl / TensorFlow-style native logs would drown the output; users can override these.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+os.environ.setdefault("GLOG_minloglevel", "2")
+
+
+def _common(p: argparse.ArgumentParser, *, data: bool = True) -> None:
+    p.add_argument("--threads", type=int, default=2, help="threads for every runtime (default 2)")
+    p.add_argument("--shape", action="append", metavar="NAME=DxD..", help="fix a dynamic input shape (repeatable)")
+    p.add_argument("--json", action="store_true", help="machine-readable JSON on stdout")
+    p.add_argument("--weights", help="weights for a package.module:factory model (.safetensors or state dict)")
+    p.add_argument("--task", choices=["classification", "embedding"], help="what the model's output is")
+    if data:
+        p.add_argument("--data", help=".npz, folder of .npy, .txt (one example per line) or sklearn:digits")
+        p.add_argument("--batch-size", type=int, default=1, help="batch size for latency (default 1)")
+        p.add_argument("--seq-len", type=int, default=128, help="sequence length for text models (default 128)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="slimkit", description="Make trained models smaller and faster, with proof.")
+    parser.add_argument("--version", action="version", version=_version())
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("inspect", help="inputs, outputs, size, parameters, op histogram, largest layers")
+    p.add_argument("model")
+    _common(p, data=False)
+
+    p = sub.add_parser("convert", help="convert a model to onnx, fp16 onnx, openvino or tflite (fidelity checked)")
+    p.add_argument("model")
+    p.add_argument("--to", required=True, choices=["onnx", "fp16", "openvino", "tflite"])
+    p.add_argument("-o", "--output", required=True, help="output file (out/model.onnx) or folder")
+    _common(p)
+
+    p = sub.add_parser("optimize", help="run a recipe and write the artifact plus report.json / report.html")
+    p.add_argument("model")
+    p.add_argument("--recipe", required=True, help="built-in recipe name (see `slimkit recipes`) or a YAML file")
+    p.add_argument("-o", "--output", required=True, help="output folder")
+    p.add_argument("--eval-data", help="separate evaluation data (default: --data)")
+    _common(p)
+
+    p = sub.add_parser("bench", help="measure models: size, latency, fidelity vs --reference, accuracy")
+    p.add_argument("models", nargs="+")
+    p.add_argument("--reference", help="model to compare against (fidelity and ratios)")
+    p.add_argument("--max-samples", type=int, default=256, help="samples used for fidelity/accuracy (default 256)")
+    _common(p)
+
+    p = sub.add_parser("recipes", help="list built-in recipes")
+    p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("demo", help="the main job on embedded defaults: digits models and all-MiniLM-L6-v2")
+    p.add_argument("-o", "--output", default="demo-out")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--skip-minilm", action="store_true", help="only the digits models")
+    p.add_argument("--json", action="store_true")
+    return parser
+
+
+def _version() -> str:
+    from slimkit import __version__
+
+    return f"slimkit {__version__}"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from slimkit.errors import SlimkitError
+
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except SlimkitError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+def _console(stderr: bool = False):
+    from rich.console import Console
+
+    return Console(stderr=stderr, highlight=False)
+
+
+@contextlib.contextmanager
+def _status(args):
+    """A spinner on stderr for long steps; `say(text)` updates it. Silent with --json."""
+    console = _console(stderr=True)
+    if getattr(args, "json", False) or not console.is_terminal:
+        yield lambda message: None
+        return
+    with console.status("starting") as status:
+        yield lambda message: status.update(message)
+
+
+def _shapes(args):
+    from slimkit.data import parse_shapes
+
+    return parse_shapes(getattr(args, "shape", None)) or None
+
+
+def _load(args, source: str):
+    from slimkit.models.loading import load
+
+    return load(source, weights=getattr(args, "weights", None), task=getattr(args, "task", None), shapes=_shapes(args))
+
+
+def cmd_inspect(args) -> int:
+    from slimkit.inspect_model import inspect_model
+
+    info = inspect_model(_load(args, args.model))
+    if args.json:
+        print(json.dumps(info, indent=2, default=str))
+        return 0
+    from rich.table import Table
+
+    console = _console()
+    console.print(f"[bold]{info['model']}[/bold]  kind={info['kind']}  task={info.get('task') or '-'}")
+    console.print(f"size: {_human(info['size_bytes'])}   params: {info.get('params') or '-'}")
+    for key in ("inputs", "outputs"):
+        console.print(f"{key}: " + ", ".join(info.get(key) or []))
+    if info.get("ops"):
+        ops = Table(title="ops")
+        ops.add_column("op")
+        ops.add_column("count", justify="right")
+        for op, count in list(info["ops"].items())[:20]:
+            ops.add_row(op, str(count))
+        console.print(ops)
+    if info.get("largest"):
+        big = Table(title="largest weights")
+        for col in ("name", "shape", "dtype", "params"):
+            big.add_column(col, justify="right" if col == "params" else "left")
+        for w in info["largest"]:
+            big.add_row(w["name"], "x".join(map(str, w["shape"])), w["dtype"], f"{w['params']:,}")
+        console.print(big)
+    return 0
+
+
+def cmd_convert(args) -> int:
+    from slimkit.api import convert
+
+    model = _load(args, args.model)
+    with _status(args) as say:
+        target, result = convert(model, args.to, args.output, data=args.data, threads=args.threads,
+                                 seq_len=args.seq_len, shapes=_shapes(args), progress=say)
+    return _print_result(args, result.report, extra={"output": str(target)})
+
+
+def cmd_optimize(args) -> int:
+    from slimkit.api import optimize
+
+    model = _load(args, args.model)
+    with _status(args) as say:
+        result = optimize(model, args.recipe, data=args.data, eval_data=args.eval_data, output=args.output,
+                          threads=args.threads, batch_size=args.batch_size, seq_len=args.seq_len,
+                          shapes=_shapes(args), progress=say)
+    return _print_result(args, result.report, extra={"output": str(args.output)})
+
+
+def _print_result(args, report: dict, extra: dict) -> int:
+    if args.json:
+        print(json.dumps({**extra, "report": report}, default=str))
+        return 0
+    from slimkit.report import print_report
+
+    console = _console()
+    print_report(report, console)
+    console.print(f"wrote {extra['output']}")
+    return 0
+
+
+def cmd_bench(args) -> int:
+    from slimkit.api import bench
+    from slimkit.report import build_report, print_report
+
+    models = [_load(args, m) for m in args.models]
+    reference = _load(args, args.reference) if args.reference else None
+    with _status(args) as say:
+        results = bench(models, reference=reference, data=args.data, threads=args.threads,
+                        batch_size=args.batch_size, seq_len=args.seq_len, shapes=_shapes(args),
+                        max_samples=args.max_samples, labels=args.models, progress=say)
+    if args.json:
+        for m in results:
+            print(json.dumps(m.as_dict(), default=str))
+        return 0
+    report = build_report(command="bench", input_model={"model": ", ".join(args.models)},
+                          measurements=[m.as_dict() for m in results],
+                          reference_label="reference" if reference is not None else None, threads=args.threads)
+    print_report(report, _console())
+    return 0
+
+
+def cmd_recipes(args) -> int:
+    from slimkit.pipeline import builtin_recipes, load_recipe
+
+    recipes = [load_recipe(name) for name in sorted(builtin_recipes())]
+    if args.json:
+        print(json.dumps([r.as_dict() for r in recipes], indent=2))
+        return 0
+    from rich.table import Table
+
+    table = Table(title="built-in recipes")
+    table.add_column("recipe")
+    table.add_column("passes")
+    table.add_column("what it does")
+    for r in recipes:
+        table.add_row(r.name, " -> ".join(n for n, _ in r.steps), r.description)
+    _console().print(table)
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from slimkit.demo import run_demo
+
+    console = _console()
+    report = run_demo(Path(args.output), threads=args.threads, include_minilm=not args.skip_minilm,
+                      console=None if args.json else console)
+    if args.json:
+        print(json.dumps(report, default=str))
+    return 0
+
+
+def _human(n) -> str:
+    if n is None:
+        return "-"
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:.1f} {unit}" if unit != "B" else f"{n} B"
+        n /= 1000.0
+    return str(n)
+
+
+COMMANDS = {
+    "inspect": cmd_inspect, "convert": cmd_convert, "optimize": cmd_optimize, "bench": cmd_bench,
+    "recipes": cmd_recipes, "demo": cmd_demo,
+}
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

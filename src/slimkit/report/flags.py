@@ -1,0 +1,129 @@
+"""Plain-language warnings about measurements, so a reader does not have to spot trade-offs in a table.
+
+Pure functions over `Measurement.as_dict()` dicts. Every candidate is compared with the reference
+measurement (never the reference with itself); a flag whose inputs are missing is not evaluated.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from typing import Any
+
+# A candidate this much smaller than the reference (size ratio <=) is expected to be faster ...
+SMALLER_SIZE_RATIO = 0.90
+# ... and is flagged when its p50 latency ratio is still at least this.
+NOT_FASTER_P50_RATIO = 0.95
+# p50 latency ratio above which a candidate counts as slower than the reference.
+SLOWER_P50_RATIO = 1.10
+# p50 latency ratio below which a candidate counts as faster than the reference.
+FASTER_P50_RATIO = 0.95
+# Fidelity floors: below any of them, outputs have drifted from the reference.
+MIN_COSINE_MEAN = 0.99
+MIN_COSINE_MIN = 0.95
+MIN_TOP1_AGREEMENT = 0.99
+# Accuracy may fall by at most this much (absolute) below the reference's.
+MAX_ACCURACY_DROP = 0.01
+
+
+def value(measurement: dict, *path: str) -> float | None:
+    """A finite number at `path` in a measurement dict, or None when absent or not a number."""
+    current: Any = measurement
+    for key in path:
+        if not isinstance(current, dict) or key not in current:
+            return None
+        current = current[key]
+    if isinstance(current, bool) or not isinstance(current, numbers.Real):  # numpy scalars are Real
+        return None
+    number = float(current)
+    return number if math.isfinite(number) else None
+
+
+def ratio(candidate: dict, reference: dict, *path: str) -> float | None:
+    """candidate / reference at `path`; None when either is missing or the reference is not positive."""
+    cand = value(candidate, *path)
+    ref = value(reference, *path)
+    if cand is None or ref is None or ref <= 0:
+        return None
+    return cand / ref
+
+
+def ratios(candidate: dict, reference: dict) -> dict[str, float]:
+    """Size and p50 latency of a candidate relative to the reference, where both are known."""
+    out = {}
+    size = ratio(candidate, reference, "size_bytes")
+    if size is not None:
+        out["size_ratio"] = size
+    p50 = ratio(candidate, reference, "latency_ms", "p50")
+    if p50 is not None:
+        out["p50_ratio"] = p50
+    return out
+
+
+def find_reference(measurements: list[dict], reference_label: str | None) -> dict | None:
+    if reference_label is None:
+        return None
+    return next((m for m in measurements if m.get("label") == reference_label), None)
+
+
+def fidelity_problems(measurement: dict) -> list[str] | None:
+    """Which fidelity floors a candidate falls below; None when no fidelity figure was measured."""
+    checks = (
+        ("cosine mean", value(measurement, "fidelity", "cosine_mean"), MIN_COSINE_MEAN),
+        ("cosine min", value(measurement, "fidelity", "cosine_min"), MIN_COSINE_MIN),
+        ("top-1 agreement", value(measurement, "fidelity", "top1_agreement"), MIN_TOP1_AGREEMENT),
+    )
+    known = [(name, v, floor) for name, v, floor in checks if v is not None]
+    if not known:
+        return None
+    return [f"{name} {v:.4f} < {floor}" for name, v, floor in known if v < floor]
+
+
+def _flag(label: str, flag: str, message: str) -> dict:
+    return {"model": label, "flag": flag, "message": message}
+
+
+def candidate_flags(candidate: dict, reference: dict | None) -> list[dict]:
+    """Flags for one candidate; `reference` None evaluates only the flags that need no reference."""
+    label = str(candidate.get("label") or candidate.get("model") or "?")
+    flags = []
+    rel = ratios(candidate, reference) if reference is not None else {}
+    size_r, p50_r = rel.get("size_ratio"), rel.get("p50_ratio")
+    problems = fidelity_problems(candidate)
+
+    if size_r is not None and p50_r is not None and size_r <= SMALLER_SIZE_RATIO and p50_r >= NOT_FASTER_P50_RATIO:
+        flags.append(_flag(label, "smaller-not-faster",
+                           f"It is {size_r:.2f}x the reference's size but its p50 latency is {p50_r:.2f}x, "
+                           "so the smaller model is not faster here."))
+    if p50_r is not None and p50_r > SLOWER_P50_RATIO:
+        flags.append(_flag(label, "slower", f"Its p50 latency is {p50_r:.2f}x the reference's, so it is slower."))
+    if problems:
+        flags.append(_flag(label, "fidelity-drop",
+                           f"Its outputs drift from the reference ({'; '.join(problems)})."))
+    if problems and p50_r is not None and p50_r < FASTER_P50_RATIO:
+        flags.append(_flag(label, "faster-but-off",
+                           f"It is faster ({p50_r:.2f}x the reference's p50 latency) but not faithful to "
+                           "the reference's outputs, so the speed-up is not free."))
+    acc = value(candidate, "metrics", "accuracy")
+    ref_acc = value(reference, "metrics", "accuracy") if reference is not None else None
+    if acc is not None and ref_acc is not None and ref_acc - acc > MAX_ACCURACY_DROP:
+        flags.append(_flag(label, "accuracy-drop",
+                           f"Its accuracy is {acc:.4f} against the reference's {ref_acc:.4f} "
+                           f"(down {ref_acc - acc:.4f})."))
+    data = candidate.get("data")
+    if problems is not None and isinstance(data, dict) and data.get("generated") is True:
+        flags.append(_flag(label, "generated-inputs",
+                           "Its fidelity was measured on generated random inputs rather than real data, "
+                           "so it is weak evidence."))
+    return flags
+
+
+def compute_flags(measurements: list[dict], reference_label: str | None) -> list[dict]:
+    """All flags for every candidate (every measurement but the reference), in measurement order."""
+    reference = find_reference(measurements, reference_label)
+    flags = []
+    for measurement in measurements:
+        if reference_label is not None and measurement.get("label") == reference_label:
+            continue
+        flags.extend(candidate_flags(measurement, reference))
+    return flags

@@ -1,0 +1,160 @@
+"""Cell text shared by the terminal tables and the HTML page, so both show the same numbers the same way."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from slimkit.report.flags import FASTER_P50_RATIO, SLOWER_P50_RATIO, SMALLER_SIZE_RATIO, value
+
+DASH = "–"
+
+
+@dataclass(frozen=True)
+class Cell:
+    """Display text plus a tone ('good', 'bad', 'warn', 'ref' or '') that each renderer styles its own way."""
+
+    text: str
+    tone: str = ""
+
+
+# (key, header, right-aligned) for the measurements table, in display order.
+MEASUREMENT_COLUMNS: tuple[tuple[str, str, bool], ...] = (
+    ("model", "model", False),
+    ("runtime", "runtime", False),
+    ("size", "size", True),
+    ("size_ratio", "size vs ref", True),
+    ("p50", "p50 ms", True),
+    ("p50_ratio", "p50 vs ref", True),
+    ("p90", "p90 ms", True),
+    ("cosine_mean", "cos mean", True),
+    ("cosine_min", "cos min", True),
+    ("max_abs_err", "max abs err", True),
+    ("top1", "top-1 agree", True),
+    ("accuracy", "accuracy", True),
+    ("flags", "flags", False),
+)
+
+
+def human_size(n: float | None) -> str:
+    """Bytes in decimal units, e.g. 87000000 -> '87.0 MB'."""
+    if n is None:
+        return DASH
+    if abs(n) < 1000:
+        return f"{int(n)} B"
+    for unit in ("kB", "MB", "GB", "TB"):
+        n /= 1000.0
+        if abs(n) < 1000 or unit == "TB":
+            return f"{n:.1f} {unit}"
+    return DASH  # unreachable
+
+
+def fmt_ratio(r: float | None) -> str:
+    return DASH if r is None else f"{r:.2f}x"
+
+
+def fmt_ms(ms: float | None) -> str:
+    if ms is None:
+        return DASH
+    if ms >= 100:
+        return f"{ms:.1f}"
+    return f"{ms:.2f}" if ms >= 1 else f"{ms:.3f}"
+
+
+def fmt_fixed(v: float | None, digits: int = 5) -> str:
+    return DASH if v is None else f"{v:.{digits}f}"
+
+
+def fmt_sci(v: float | None) -> str:
+    return DASH if v is None else f"{v:.2e}"
+
+
+def fmt_pct(v: float | None) -> str:
+    return DASH if v is None else f"{100 * v:.1f}%"
+
+
+def _short(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.3g}"
+    if isinstance(v, list | tuple) and all(isinstance(x, int | str) for x in v):
+        return "x".join(str(x) for x in v) if all(isinstance(x, int) for x in v) else ",".join(map(str, v))
+    if isinstance(v, dict | list):
+        return json.dumps(v, separators=(",", ":"), default=str)
+    return str(v)
+
+
+def summarize_stats(stats: Any, limit: int = 90) -> str:
+    """A pass's stats dict as one short 'key=value, ...' line; a skipped pass leads with why."""
+    if not stats:
+        return DASH
+    if not isinstance(stats, dict):
+        text = _short(stats)
+    elif "skipped" in stats:
+        text = f"skipped: {stats['skipped']}"
+    else:
+        text = ", ".join(f"{k}={_short(v)}" for k, v in stats.items())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def ratios_by_label(report: dict) -> dict[str, dict]:
+    return {str(r.get("model")): r for r in report.get("ratios") or []}
+
+
+def flags_by_label(report: dict) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for f in report.get("flags") or []:
+        out.setdefault(str(f.get("model")), []).append(str(f.get("flag")))
+    return out
+
+
+def _ratio_cell(r: float | None, good: bool, bad: bool) -> Cell:
+    return Cell(fmt_ratio(r), "good" if good else "bad" if bad else "")
+
+
+def measurement_rows(report: dict) -> list[dict[str, Cell]]:
+    """One dict of cells per measurement, keyed like MEASUREMENT_COLUMNS."""
+    reference = report.get("reference")
+    ratios = ratios_by_label(report)
+    flags = flags_by_label(report)
+    rows = []
+    for m in report.get("measurements") or []:
+        label = str(m.get("label") or m.get("model") or "?")
+        is_ref = reference is not None and label == reference
+        rel = ratios.get(label, {})
+        size_r, p50_r = rel.get("size_ratio"), rel.get("p50_ratio")
+        if is_ref:
+            size_cell = p50_cell = Cell("ref", "ref")
+        else:
+            size_cell = _ratio_cell(size_r, size_r is not None and size_r <= SMALLER_SIZE_RATIO, False)
+            p50_cell = _ratio_cell(p50_r, p50_r is not None and p50_r < FASTER_P50_RATIO,
+                                   p50_r is not None and p50_r > SLOWER_P50_RATIO)
+        model_flags = flags.get(label, [])
+        rows.append({
+            "model": Cell(label, "ref" if is_ref else ""),
+            "runtime": Cell(str(m.get("runtime") or DASH)),
+            "size": Cell(human_size(value(m, "size_bytes"))),
+            "size_ratio": size_cell,
+            "p50": Cell(fmt_ms(value(m, "latency_ms", "p50"))),
+            "p50_ratio": p50_cell,
+            "p90": Cell(fmt_ms(value(m, "latency_ms", "p90"))),
+            "cosine_mean": Cell(fmt_fixed(value(m, "fidelity", "cosine_mean"))),
+            "cosine_min": Cell(fmt_fixed(value(m, "fidelity", "cosine_min"))),
+            "max_abs_err": Cell(fmt_sci(value(m, "fidelity", "max_abs_err"))),
+            "top1": Cell(fmt_pct(value(m, "fidelity", "top1_agreement"))),
+            "accuracy": Cell(fmt_pct(value(m, "metrics", "accuracy"))),
+            "flags": Cell(", ".join(model_flags) if model_flags else DASH, "warn" if model_flags else ""),
+        })
+    return rows
+
+
+def pass_rows(report: dict) -> list[dict[str, str]]:
+    """Pass name (marked when the pipeline inserted it), kinds, seconds and a one-line stats summary."""
+    rows = []
+    for p in report.get("passes") or []:
+        name = str(p.get("pass", "?")) + (" (inserted)" if p.get("inserted") else "")
+        kinds = f"{p['kind_in']} → {p['kind_out']}" if p.get("kind_in") and p.get("kind_out") else DASH
+        seconds = value(p, "seconds")
+        rows.append({"pass": name, "kinds": kinds, "seconds": DASH if seconds is None else f"{seconds:.2f}",
+                     "stats": summarize_stats(p.get("stats"))})
+    return rows

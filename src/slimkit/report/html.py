@@ -1,0 +1,230 @@
+"""The report as one self-contained HTML page: inline CSS and SVG, no scripts, nothing fetched.
+
+Every piece of text from the report goes through `html.escape`, because labels and paths come from
+users and model files.
+"""
+
+from __future__ import annotations
+
+import json
+from html import escape
+from typing import Any
+
+from slimkit.report.format import DASH, MEASUREMENT_COLUMNS, fmt_ratio, measurement_rows, pass_rows
+
+_CSS = """
+:root { --ink:#1f2933; --muted:#616e7c; --line:#e4e7eb; --bg:#f7f8fa; --card:#fff; --accent:#3e6fb0;
+  --good:#2f855a; --bad:#c53030; --warn:#b7791f; --warn-bg:#fffaf0; --ref:#9aa5b1; }
+* { box-sizing: border-box; }
+body { margin:0; background:var(--bg); color:var(--ink);
+  font:14px/1.5 -apple-system,BlinkMacSystemFont,"Segoe UI",Roboto,"Helvetica Neue",Arial,sans-serif; }
+main { max-width:1200px; margin:0 auto; padding:32px 24px 48px; }
+header h1 { margin:0 0 4px; font-size:24px; font-weight:600; }
+header .meta { margin:0; color:var(--muted); }
+header code { background:#eef1f5; padding:1px 6px; border-radius:4px; }
+section { background:var(--card); border:1px solid var(--line); border-radius:8px; padding:16px 20px;
+  margin-top:20px; }
+h2 { margin:0 0 12px; font-size:16px; font-weight:600; }
+table { border-collapse:collapse; width:100%; }
+th, td { padding:6px 10px; border-bottom:1px solid var(--line); text-align:left; vertical-align:top; }
+th { font-weight:600; color:var(--muted); font-size:12px; text-transform:uppercase; letter-spacing:.03em;
+  white-space:nowrap; }
+td.num, th.num { text-align:right; font-variant-numeric:tabular-nums; white-space:nowrap; }
+tr.ref td { background:#f5f7fa; font-weight:600; }
+.scroll { overflow-x:auto; }
+.kv th { width:220px; text-transform:none; font-size:13px; letter-spacing:0; }
+code, .mono { font-family:SFMono-Regular,Menlo,Consolas,monospace; font-size:12.5px; }
+.good { color:var(--good); } .bad { color:var(--bad); } .warn { color:var(--warn); }
+.charts { display:grid; grid-template-columns:repeat(auto-fit,minmax(420px,1fr)); gap:20px; }
+.chart h3 { margin:0 0 6px; font-size:13px; font-weight:600; }
+.chart p { margin:0 0 8px; color:var(--muted); font-size:12px; }
+svg.bars { width:100%; height:auto; font-size:12px; }
+svg.bars text { fill:var(--ink); }
+svg.bars .bar-good { fill:var(--good); } svg.bars .bar-bad { fill:var(--bad); }
+svg.bars .bar-neutral { fill:var(--accent); } svg.bars .bar-ref { fill:var(--ref); }
+svg.bars .refline { stroke:var(--muted); stroke-dasharray:3 3; }
+ul.flags { list-style:none; margin:0; padding:0; }
+ul.flags li { background:var(--warn-bg); border-left:4px solid var(--warn); padding:8px 12px; margin:6px 0;
+  border-radius:0 4px 4px 0; }
+.badge { display:inline-block; padding:1px 8px; border-radius:10px; font-size:12px; margin:0 6px 0 0; }
+.badge.flag { background:#fefcbf; color:#744210; }
+.badge.yes { background:#e6fffa; color:var(--good); } .badge.no { background:#f0f2f5; color:var(--muted); }
+.empty { color:var(--muted); }
+ol.steps { margin:8px 0 0; padding-left:22px; }
+footer { margin-top:24px; color:var(--muted); font-size:12px; text-align:center; }
+"""
+
+_BAR_CLASS = {"good": "bar-good", "bad": "bar-bad", "ref": "bar-ref", "": "bar-neutral"}
+
+
+def esc(value: Any) -> str:
+    return escape(str(value), quote=True)
+
+
+def _inline(value: Any) -> str:
+    """A value for a key/value cell: scalars as text, lists of scalars joined, the rest as compact JSON."""
+    if value is None or value == "" or value == [] or value == {}:
+        return DASH
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, list) and all(isinstance(v, str | int | float) for v in value):
+        return esc(", ".join(str(v) for v in value))
+    if isinstance(value, dict | list):
+        return f"<code>{esc(json.dumps(value, separators=(', ', ': '), default=str))}</code>"
+    return esc(value)
+
+
+def _kv_table(data: dict) -> str:
+    rows = "".join(f"<tr><th>{esc(k)}</th><td>{_inline(v)}</td></tr>" for k, v in data.items())
+    return f'<table class="kv">{rows}</table>'
+
+
+def _section(title: str, body: str, css_id: str) -> str:
+    return f'<section id="{css_id}"><h2>{esc(title)}</h2>{body}</section>'
+
+
+def _recipe(recipe: dict) -> str:
+    info = {k: recipe.get(k) for k in ("name", "description", "source") if recipe.get(k)}
+    steps = []
+    for step in recipe.get("passes") or []:
+        step = dict(step) if isinstance(step, dict) else {"pass": step}
+        name = step.pop("pass", "?")
+        cfg = ", ".join(f"{k}={v}" for k, v in step.items())
+        steps.append(f"<li><strong>{esc(name)}</strong>" + (f" <span class='mono'>{esc(cfg)}</span>" if cfg else "")
+                     + "</li>")
+    return _kv_table(info) + (f'<ol class="steps">{"".join(steps)}</ol>' if steps else "")
+
+
+def _passes(report: dict) -> str:
+    rows = "".join(
+        f"<tr><td>{esc(r['pass'])}</td><td>{esc(r['kinds'])}</td><td class='num'>{esc(r['seconds'])}</td>"
+        f"<td class='mono'>{esc(r['stats'])}</td></tr>"
+        for r in pass_rows(report)
+    )
+    head = "<tr><th>pass</th><th>kinds</th><th class='num'>seconds</th><th>stats</th></tr>"
+    return f'<div class="scroll"><table><thead>{head}</thead><tbody>{rows}</tbody></table></div>'
+
+
+def _measurements(report: dict) -> str:
+    head = "".join(f"<th class='{'num' if right else ''}'>{esc(h)}</th>" for _k, h, right in MEASUREMENT_COLUMNS)
+    body = []
+    for row in measurement_rows(report):
+        is_ref = row["model"].tone == "ref"
+        cells = []
+        for key, _h, right in MEASUREMENT_COLUMNS:
+            cell = row[key]
+            classes = " ".join(c for c in ("num" if right else "", cell.tone if cell.tone != "ref" else "") if c)
+            cells.append(f"<td class='{classes}'>{esc(cell.text)}</td>")
+        body.append(f"<tr class='{'ref' if is_ref else ''}'>{''.join(cells)}</tr>")
+    ref = report.get("reference")
+    caption = (f"<p class='empty'>Ratios are against the reference <strong>{esc(ref)}</strong>.</p>"
+               if ref else "<p class='empty'>No reference: ratios and comparisons are not available.</p>")
+    return (f'{caption}<div class="scroll"><table><thead><tr>{head}</tr></thead>'
+            f'<tbody>{"".join(body)}</tbody></table></div>')
+
+
+def bar_chart(title: str, items: list[tuple[str, float, str]], note: str) -> str:
+    """A horizontal bar chart as inline SVG; `items` are (label, ratio, tone) and a dashed line marks 1.0x."""
+    label_w, bar_w, value_w, row_h, top = 190, 330, 60, 26, 8
+    width = label_w + bar_w + value_w
+    height = top * 2 + row_h * len(items)
+    scale = max([1.0, *(r for _l, r, _t in items)]) * 1.05
+    parts = []
+    for i, (label, r, tone) in enumerate(items):
+        y = top + i * row_h
+        short = label if len(label) <= 24 else label[:23] + "…"
+        w = max(1.0, bar_w * r / scale)
+        parts.append(
+            f'<g class="row"><title>{esc(label)}: {esc(fmt_ratio(r))}</title>'
+            f'<text x="{label_w - 8}" y="{y + row_h / 2 + 4:.1f}" text-anchor="end">{esc(short)}</text>'
+            f'<rect class="bar {_BAR_CLASS.get(tone, "bar-neutral")}" x="{label_w}" y="{y + 4}" '
+            f'width="{w:.1f}" height="{row_h - 8}" rx="2"/>'
+            f'<text x="{label_w + w + 6:.1f}" y="{y + row_h / 2 + 4:.1f}">{esc(fmt_ratio(r))}</text></g>'
+        )
+    x1 = label_w + bar_w / scale
+    parts.append(f'<line class="refline" x1="{x1:.1f}" x2="{x1:.1f}" y1="{top - 4}" y2="{height - top + 4}"/>')
+    return (f'<div class="chart"><h3>{esc(title)}</h3><p>{esc(note)}</p>'
+            f'<svg class="bars" xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" '
+            f'role="img" aria-label="{esc(title)}">{"".join(parts)}</svg></div>')
+
+
+def _charts(report: dict) -> str:
+    ref = report.get("reference")
+    rows = measurement_rows(report)
+    by_label = {str(r.get("model")): r for r in report.get("ratios") or []}
+    charts = []
+    for key, title, note in (
+        ("size_ratio", "Size vs reference", "Shorter is smaller; the dashed line is the reference (1.00x)."),
+        ("p50_ratio", "p50 latency vs reference", "Shorter is faster; the dashed line is the reference (1.00x)."),
+    ):
+        items = []
+        for row in rows:
+            label = row["model"].text
+            if label == ref:
+                items.append((label, 1.0, "ref"))
+            elif by_label.get(label, {}).get(key) is not None:
+                items.append((label, float(by_label[label][key]), row[key].tone))
+        if len(items) > 1:
+            charts.append(bar_chart(title, items, note))
+    if not charts:
+        return "<p class='empty'>No ratios to chart (a reference and at least one candidate are needed).</p>"
+    return f'<div class="charts">{"".join(charts)}</div>'
+
+
+def _flags(report: dict) -> str:
+    flags = report.get("flags") or []
+    if not flags:
+        return "<p class='empty'>No flags: nothing stood out against the reference.</p>"
+    items = "".join(
+        f"<li><strong>{esc(f.get('model'))}</strong> <span class='badge flag'>{esc(f.get('flag'))}</span>"
+        f"{esc(f.get('message', ''))}</li>"
+        for f in flags
+    )
+    return f'<ul class="flags">{items}</ul>'
+
+
+def _environment(env: dict) -> str:
+    info = {k: v for k, v in env.items() if k not in ("cpu_flags", "packages")}
+    rows = "".join(f"<tr><th>{esc(k)}</th><td>{_inline(v)}</td></tr>" for k, v in info.items())
+    flags = env.get("cpu_flags")
+    if isinstance(flags, dict):
+        badges = "".join(f"<span class='badge {'yes' if on else 'no'}'>{esc(name)} {'✓' if on else '✗'}</span>"
+                         for name, on in flags.items())
+        rows += f"<tr><th>int8 cpu flags</th><td>{badges}</td></tr>"
+    for name, version in (env.get("packages") or {}).items():
+        rows += f"<tr><th>{esc(name)}</th><td class='mono'>{esc(version)}</td></tr>"
+    return f'<table class="kv">{rows}</table>'
+
+
+def render_html(report: dict) -> str:
+    """The whole report as one HTML document string."""
+    source = (report.get("input") or {}).get("source") or ""
+    meta = [f"<code>{esc(report['command'])}</code>"] if report.get("command") else []
+    if report.get("created"):
+        meta.append(f"created {esc(report['created'])}")
+    sections = []
+    if report.get("input"):
+        sections.append(_section("Input model", _kv_table(report["input"]), "input"))
+    if report.get("artifact"):
+        sections.append(_section("Artifact", _kv_table(report["artifact"]), "artifact"))
+    if report.get("recipe"):
+        sections.append(_section("Recipe", _recipe(report["recipe"]), "recipe"))
+    if report.get("passes"):
+        sections.append(_section("Passes", _passes(report), "passes"))
+    sections.append(_section("Measurements", _measurements(report), "measurements"))
+    sections.append(_section("Relative to the reference", _charts(report), "charts"))
+    sections.append(_section("Flags", _flags(report), "flags"))
+    if report.get("notes"):
+        notes = "".join(f"<li>{esc(n)}</li>" for n in report["notes"])
+        sections.append(_section("Notes", f"<ul>{notes}</ul>", "notes"))
+    if report.get("environment"):
+        sections.append(_section("Environment", _environment(report["environment"]), "environment"))
+    title = "slimkit report" + (f" – {source}" if source else "")
+    return (
+        "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
+        "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n"
+        f"<title>{esc(title)}</title>\n<style>{_CSS}</style>\n</head>\n<body>\n<main>\n"
+        f"<header><h1>{esc(title)}</h1><p class=\"meta\">{' · '.join(meta)}</p></header>\n"
+        + "\n".join(sections)
+        + f"\n<footer>{esc(report.get('schema', ''))}</footer>\n</main>\n</body>\n</html>\n"
+    )

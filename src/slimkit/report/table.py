@@ -1,0 +1,66 @@
+"""The report in the terminal: rich tables for measurements and passes, then the flags in words.
+
+All cell text is passed as `Text`, never as markup, so a model label like '[bold]' prints literally.
+"""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from slimkit.report.format import MEASUREMENT_COLUMNS, measurement_rows, pass_rows
+
+_TONE_STYLE = {"good": "green", "bad": "red", "warn": "yellow", "ref": "bold", "": ""}
+
+
+def measurement_table(report: dict, title: str = "Measurements") -> Table:
+    """One row per measured model; ratios are against the report's reference."""
+    table = Table(title=title, title_justify="left", header_style="bold")
+    for _key, header, right in MEASUREMENT_COLUMNS:  # numbers never wrap; labels and flags fold, never truncate
+        table.add_column(header, justify="right" if right else "left", no_wrap=right, overflow="fold")
+    for row in measurement_rows(report):
+        table.add_row(*(Text(row[key].text, style=_TONE_STYLE.get(row[key].tone, ""))
+                        for key, _h, _r in MEASUREMENT_COLUMNS))
+    return table
+
+
+def passes_table(report: dict, title: str = "Passes") -> Table:
+    """What each pass did and how long it took."""
+    table = Table(title=title, title_justify="left", header_style="bold")
+    table.add_column("pass")
+    table.add_column("kinds")
+    table.add_column("seconds", justify="right")
+    table.add_column("stats", overflow="fold")
+    for row in pass_rows(report):
+        table.add_row(Text(row["pass"]), Text(row["kinds"]), Text(row["seconds"]), Text(row["stats"]))
+    return table
+
+
+def print_report(report: dict, console: Console | None = None) -> None:
+    """Print the passes (if any), the measurements, the flag messages and the notes."""
+    console = console or Console()
+    header = Text("slimkit report", style="bold")
+    if report.get("command"):
+        header.append(f"  {report['command']}", style="dim")
+    console.print(header)
+    source = (report.get("input") or {}).get("source")
+    if source:
+        console.print(Text(f"input: {source}"))
+    artifact = report.get("artifact") or {}
+    if artifact.get("path"):
+        console.print(Text(f"artifact: {artifact['path']}"))
+    if report.get("passes"):
+        console.print(passes_table(report))
+    console.print(measurement_table(report))
+    flags = report.get("flags") or []
+    if flags:
+        console.print(Text("Flags", style="bold yellow"))
+        for f in flags:
+            line = Text("  ! ", style="yellow")
+            line.append(f"{f.get('model')} ", style="bold")
+            line.append(f"[{f.get('flag')}] ", style="yellow")
+            line.append(str(f.get("message", "")))
+            console.print(line)
+    for note in report.get("notes") or []:
+        console.print(Text(f"note: {note}", style="dim"))
