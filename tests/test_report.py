@@ -18,9 +18,11 @@ from slimkit.report import (
     environment,
     measurement_table,
     print_report,
+    render_bundle_html,
     render_html,
     to_jsonable,
     write_report,
+    write_report_bundle,
 )
 from slimkit.report.environment import parse_cpuinfo
 from slimkit.report.format import human_size
@@ -277,6 +279,24 @@ def test_write_report_failure_leaves_old_files(tmp_path, monkeypatch):
         write_report(tmp_path, changed)
     assert (tmp_path / "report.json").read_text() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["report.html", "report.json"]
+
+
+def test_write_report_bundle(tmp_path):
+    a = _report()
+    b = build_report(command="demo", input_model={"model": "digits-<cnn>"}, reference_label="pytorch",
+                     measurements=[meas("pytorch"), meas("onnx", size=40 * MB, fidelity=fid())],
+                     passes=[{"pass": "to-fp16", "artifact": "fp16", "seconds": 0.1, "stats": {}}])
+    json_path, html_path = write_report_bundle(tmp_path, [a, b], title="slimkit demo", notes=["n1"],
+                                               schema="slimkit.demo/1")
+    data = json.loads(json_path.read_text())
+    assert data["schema"] == "slimkit.demo/1" and data["notes"] == ["n1"] and data["reports"] == [a, b]
+    page = html_path.read_text()
+    assert "digits-&lt;cnn&gt;" in page and "<cnn>" not in page
+    assert "id='r0'" in page and "id='r1'" in page and 'id="r1-measurements"' in page
+    assert page.count("<svg") == 4 and page.count(">Environment<") == 1
+    assert "fp16: to-fp16" in page
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["report.html", "report.json"]
+    assert "<svg" not in render_bundle_html([], title="empty")
 
 
 # --- rich tables -------------------------------------------------------------------------------------

@@ -41,8 +41,8 @@ class OptimizeResult:
         with staged_folder(Path(folder), inputs) as stage:
             main = write_artifact(self.model, stage)
             if self.report:
-                self.report.setdefault("artifact", {})["files"] = sorted(
-                    str(p.relative_to(stage)) for p in stage.rglob("*") if p.is_file())
+                files = sorted(str(p.relative_to(stage)) for p in stage.rglob("*") if p.is_file())
+                self.report["artifact"] = {**(self.report.get("artifact") or {}), "files": files}
                 write_report(stage, self.report)
         return Path(folder) / main.name
 

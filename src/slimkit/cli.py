@@ -89,7 +89,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _console(stderr: bool = False):
     from rich.console import Console
 
-    return Console(stderr=stderr, highlight=False)
+    console = Console(stderr=stderr, highlight=False)
+    if not console.is_terminal:  # piped or captured: wide enough for the measurement table
+        console = Console(stderr=stderr, highlight=False, width=170)
+    return console
 
 
 @contextlib.contextmanager
@@ -123,25 +126,26 @@ def cmd_inspect(args) -> int:
         print(json.dumps(info, indent=2, default=str))
         return 0
     from rich.table import Table
+    from rich.text import Text
 
     console = _console()
-    console.print(f"[bold]{info['model']}[/bold]  kind={info['kind']}  task={info.get('task') or '-'}")
-    console.print(f"size: {_human(info['size_bytes'])}   params: {info.get('params') or '-'}")
+    console.print(Text(f"{info['model']}  kind={info['kind']}  task={info.get('task') or '-'}", style="bold"))
+    console.print(Text(f"size: {_human(info['size_bytes'])}   params: {info.get('params') or '-'}"))
     for key in ("inputs", "outputs"):
-        console.print(f"{key}: " + ", ".join(info.get(key) or []))
+        console.print(Text(f"{key}: " + ", ".join(info.get(key) or [])))
     if info.get("ops"):
         ops = Table(title="ops")
         ops.add_column("op")
         ops.add_column("count", justify="right")
         for op, count in list(info["ops"].items())[:20]:
-            ops.add_row(op, str(count))
+            ops.add_row(Text(op), str(count))
         console.print(ops)
     if info.get("largest"):
         big = Table(title="largest weights")
         for col in ("name", "shape", "dtype", "params"):
             big.add_column(col, justify="right" if col == "params" else "left")
         for w in info["largest"]:
-            big.add_row(w["name"], "x".join(map(str, w["shape"])), w["dtype"], f"{w['params']:,}")
+            big.add_row(Text(w["name"]), "x".join(map(str, w["shape"])), w["dtype"], f"{w['params']:,}")
         console.print(big)
     return 0
 

@@ -247,7 +247,16 @@ def _from_iterable(items: Iterable, specs, batch_size, max_samples) -> Dataset:
     if not rows or not all(isinstance(r, Mapping) for r in rows):
         raise SlimkitError("data from Python must be a non-empty iterable of dicts", "yield {input_name: array, ...}")
     keys = list(rows[0])
-    arrays = {k: np.concatenate([np.asarray(r[k]) for r in rows]) for k in keys}
+    ranks = {s.name: len(s.shape) for s in specs}
+    arrays = {}
+    for k in keys:
+        missing = [i for i, r in enumerate(rows) if k not in r]
+        if missing:
+            raise SlimkitError(f"python iterable: item {missing[0]} has no '{k}'", "give every item the same keys")
+        values = [np.asarray(r[k]) for r in rows]
+        # One sample per dict (no batch axis, scalar labels) is stacked; batches are concatenated.
+        per_sample = all(v.ndim == ranks[k] - 1 for v in values) if k in ranks else all(v.ndim == 0 for v in values)
+        arrays[k] = np.stack(values) if per_sample else np.concatenate(values)
     labels = _pop_labels(arrays)
     return _finish(arrays, labels, specs, batch_size, max_samples, "python iterable")
 

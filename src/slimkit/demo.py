@@ -18,7 +18,7 @@ from slimkit.evaluate.measure import Evaluator
 from slimkit.models.loading import load
 from slimkit.passes.base import Context
 from slimkit.pipeline import load_recipe, run_pipeline
-from slimkit.report import build_report, print_report, write_report
+from slimkit.report import build_report, print_report, write_report_bundle
 from slimkit.zoo import minilm_path, sentences, trained_digits_model
 
 
@@ -106,9 +106,8 @@ def _measure_and_save(title, torch_model, artifacts, evaluator, stage, threads, 
 
 
 def _write_combined(stage: Path, combined: dict) -> None:
-    from slimkit.report import write_report_bundle
+    write_report_bundle(stage, combined["reports"], title="slimkit demo", notes=combined["notes"],
+                        schema=combined["schema"])
 
-    write_report_bundle(stage, combined["reports"], title="slimkit demo", notes=combined["notes"])
 
-
-__all__ = ["run_demo", "write_report"]
+__all__ = ["run_demo"]

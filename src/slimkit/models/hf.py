@@ -16,7 +16,10 @@ EXAMPLE_SEQUENCE = 16  # export example length; the sequence dim stays dynamic
 
 def load_hf_folder(path: Path, *, task: str | None = None) -> TorchModel:
     """Load a Transformers folder as a `TorchModel` with named token inputs and one tensor output."""
+    _quiet_libraries()
     transformers = require("transformers", "hf")
+    transformers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
     from slimkit.models.loading import read_json, torch_model_from_module
     from slimkit.models.wrappers import FirstOutput, SentenceEmbedder
 
@@ -61,6 +64,14 @@ def load_hf_folder(path: Path, *, task: str | None = None) -> TorchModel:
     model.tokenizer_dir = path if tokenizer is not None else None
     model.source_files = [p for p in path.iterdir() if p.is_file()]
     return model
+
+
+def _quiet_libraries() -> None:
+    """torchao (pulled in by litert-torch) warns about CUDA kernels it cannot load on CPU-only torch."""
+    import logging
+
+    logging.getLogger("torchao").setLevel(logging.ERROR)
+    logging.getLogger("torch.utils._pytree").setLevel(logging.ERROR)
 
 
 def _sentence_transformers_pooling(path: Path) -> tuple[str, bool] | None:

@@ -18,7 +18,15 @@ from typing import Any
 import numpy as np
 
 from slimkit.errors import SlimkitError
-from slimkit.models.base import InputSpec, OnnxModel, OpenVinoModel, TfliteModel, TorchModel, WorkingModel
+from slimkit.models.base import (
+    InputSpec,
+    OnnxModel,
+    OpenVinoModel,
+    TfliteModel,
+    TorchModel,
+    WorkingModel,
+    onnx_files,
+)
 from slimkit.models.wrappers import NamedInputs
 
 
@@ -76,6 +84,8 @@ def load(
     )
 
 
+_OUTPUT_NAMES = {"embedding": "sentence_embedding", "classification": "logits"}
+
 # ---- ONNX ----
 
 
@@ -91,6 +101,13 @@ def load_onnx(path: Path, *, task: str | None = None, check: bool = True) -> Onn
             "keep the model's .data files in the same folder as the .onnx file",
         ) from exc
     except Exception as exc:
+        # onnx reports a missing external data file as a ValidationError, not FileNotFoundError
+        missing = [f for f in onnx_files(path)[1:] if not f.exists()]
+        if missing:
+            raise SlimkitError(
+                f"{path}: an external data file is missing ({missing[0].name})",
+                "keep the model's .data files in the same folder as the .onnx file",
+            ) from exc
         raise SlimkitError(
             f"{path} is not a valid ONNX model ({type(exc).__name__})",
             "the file is truncated or not ONNX; export it again",
@@ -166,9 +183,12 @@ def torch_model_from_module(
     with torch.inference_mode():
         out = module(**example)
     outputs = flatten_outputs(out)
-    output_names = ["output"] if len(outputs) == 1 else [f"output_{i}" for i in range(len(outputs))]
     if task is None and len(outputs) == 1 and outputs[0].ndim == 2 and getattr(module, "is_classifier", False):
         task = "classification"
+    if len(outputs) == 1:
+        output_names = [_OUTPUT_NAMES.get(task or "", "output")]
+    else:
+        output_names = [f"output_{i}" for i in range(len(outputs))]
     return TorchModel(
         module=module, input_specs=specs, example_inputs=example, output_names=output_names,
         task=task, source=source,

@@ -97,6 +97,12 @@ def summarize_stats(stats: Any, limit: int = 90) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+def model_name(report: dict) -> str:
+    """What the report is about: the input model's source (or 'model', as `bench` and the API write it)."""
+    info = report.get("input") or {}
+    return str(info.get("source") or info.get("model") or "")
+
+
 def ratios_by_label(report: dict) -> dict[str, dict]:
     return {str(r.get("model")): r for r in report.get("ratios") or []}
 
@@ -153,6 +159,8 @@ def pass_rows(report: dict) -> list[dict[str, str]]:
     rows = []
     for p in report.get("passes") or []:
         name = str(p.get("pass", "?")) + (" (inserted)" if p.get("inserted") else "")
+        if p.get("artifact"):  # the demo runs several recipes into one report
+            name = f"{p['artifact']}: {name}"
         kinds = f"{p['kind_in']} → {p['kind_out']}" if p.get("kind_in") and p.get("kind_out") else DASH
         seconds = value(p, "seconds")
         rows.append({"pass": name, "kinds": kinds, "seconds": DASH if seconds is None else f"{seconds:.2f}",

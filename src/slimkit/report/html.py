@@ -10,7 +10,14 @@ import json
 from html import escape
 from typing import Any
 
-from slimkit.report.format import DASH, MEASUREMENT_COLUMNS, fmt_ratio, measurement_rows, pass_rows
+from slimkit.report.format import (
+    DASH,
+    MEASUREMENT_COLUMNS,
+    fmt_ratio,
+    measurement_rows,
+    model_name,
+    pass_rows,
+)
 
 _CSS = """
 :root { --ink:#1f2933; --muted:#616e7c; --line:#e4e7eb; --bg:#f7f8fa; --card:#fff; --accent:#3e6fb0;
@@ -24,7 +31,10 @@ header .meta { margin:0; color:var(--muted); }
 header code { background:#eef1f5; padding:1px 6px; border-radius:4px; }
 section { background:var(--card); border:1px solid var(--line); border-radius:8px; padding:16px 20px;
   margin-top:20px; }
-h2 { margin:0 0 12px; font-size:16px; font-weight:600; }
+h2, section h3 { margin:0 0 12px; font-size:16px; font-weight:600; }
+article { margin-top:36px; }
+article h2.report-title { font-size:20px; margin:0; padding-bottom:6px; border-bottom:2px solid var(--accent); }
+a { color:var(--accent); text-decoration:none; } a:hover { text-decoration:underline; }
 table { border-collapse:collapse; width:100%; }
 th, td { padding:6px 10px; border-bottom:1px solid var(--line); text-align:left; vertical-align:top; }
 th { font-weight:600; color:var(--muted); font-size:12px; text-transform:uppercase; letter-spacing:.03em;
@@ -79,8 +89,8 @@ def _kv_table(data: dict) -> str:
     return f'<table class="kv">{rows}</table>'
 
 
-def _section(title: str, body: str, css_id: str) -> str:
-    return f'<section id="{css_id}"><h2>{esc(title)}</h2>{body}</section>'
+def _section(title: str, body: str, css_id: str, level: int = 2) -> str:
+    return f'<section id="{esc(css_id)}"><h{level}>{esc(title)}</h{level}>{body}</section>'
 
 
 def _recipe(recipe: dict) -> str:
@@ -196,35 +206,77 @@ def _environment(env: dict) -> str:
     return f'<table class="kv">{rows}</table>'
 
 
-def render_html(report: dict) -> str:
-    """The whole report as one HTML document string."""
-    source = (report.get("input") or {}).get("source") or ""
+def _meta(report: dict) -> str:
     meta = [f"<code>{esc(report['command'])}</code>"] if report.get("command") else []
     if report.get("created"):
         meta.append(f"created {esc(report['created'])}")
-    sections = []
+    return " · ".join(meta)
+
+
+def _sections(report: dict, prefix: str = "", level: int = 2) -> list[str]:
+    """Every section of one report but the environment (a bundle shows that once)."""
+    def section(title: str, body: str, css_id: str) -> str:
+        return _section(title, body, prefix + css_id, level)
+
+    out = []
     if report.get("input"):
-        sections.append(_section("Input model", _kv_table(report["input"]), "input"))
+        out.append(section("Input model", _kv_table(report["input"]), "input"))
     if report.get("artifact"):
-        sections.append(_section("Artifact", _kv_table(report["artifact"]), "artifact"))
+        out.append(section("Artifact", _kv_table(report["artifact"]), "artifact"))
     if report.get("recipe"):
-        sections.append(_section("Recipe", _recipe(report["recipe"]), "recipe"))
+        out.append(section("Recipe", _recipe(report["recipe"]), "recipe"))
     if report.get("passes"):
-        sections.append(_section("Passes", _passes(report), "passes"))
-    sections.append(_section("Measurements", _measurements(report), "measurements"))
-    sections.append(_section("Relative to the reference", _charts(report), "charts"))
-    sections.append(_section("Flags", _flags(report), "flags"))
+        out.append(section("Passes", _passes(report), "passes"))
+    out.append(section("Measurements", _measurements(report), "measurements"))
+    out.append(section("Relative to the reference", _charts(report), "charts"))
+    out.append(section("Flags", _flags(report), "flags"))
     if report.get("notes"):
-        notes = "".join(f"<li>{esc(n)}</li>" for n in report["notes"])
-        sections.append(_section("Notes", f"<ul>{notes}</ul>", "notes"))
-    if report.get("environment"):
-        sections.append(_section("Environment", _environment(report["environment"]), "environment"))
-    title = "slimkit report" + (f" – {source}" if source else "")
+        out.append(section("Notes", _notes(report["notes"]), "notes"))
+    return out
+
+
+def _notes(notes: list) -> str:
+    return "<ul>" + "".join(f"<li>{esc(n)}</li>" for n in notes) + "</ul>"
+
+
+def _page(title: str, meta: str, body: list[str], footer: str) -> str:
     return (
         "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
         "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n"
         f"<title>{esc(title)}</title>\n<style>{_CSS}</style>\n</head>\n<body>\n<main>\n"
-        f"<header><h1>{esc(title)}</h1><p class=\"meta\">{' · '.join(meta)}</p></header>\n"
-        + "\n".join(sections)
-        + f"\n<footer>{esc(report.get('schema', ''))}</footer>\n</main>\n</body>\n</html>\n"
+        f"<header><h1>{esc(title)}</h1><p class=\"meta\">{meta}</p></header>\n"
+        + "\n".join(body)
+        + f"\n<footer>{esc(footer)}</footer>\n</main>\n</body>\n</html>\n"
     )
+
+
+def render_html(report: dict) -> str:
+    """The whole report as one HTML document string."""
+    sections = _sections(report)
+    if report.get("environment"):
+        sections.append(_section("Environment", _environment(report["environment"]), "environment"))
+    name = model_name(report)
+    title = "slimkit report" + (f" – {name}" if name else "")
+    return _page(title, _meta(report), sections, str(report.get("schema", "")))
+
+
+def render_bundle_html(reports: list[dict], *, title: str = "slimkit reports", notes: list[str] | None = None,
+                       schema: str = "") -> str:
+    """Several reports (e.g. one per model in the demo) on one page, with a contents list and one
+    environment table (they were measured in the same run)."""
+    body = []
+    if reports:
+        links = "".join(f"<li><a href='#r{i}'>{esc(model_name(r) or f'report {i + 1}')}</a>"
+                        f"{' · ' + str(len(r.get('flags') or [])) + ' flag(s)' if r.get('flags') else ''}</li>"
+                        for i, r in enumerate(reports))
+        body.append(_section("Contents", f"<ol>{links}</ol>", "contents"))
+    if notes:
+        body.append(_section("Notes", _notes(notes), "notes"))
+    for i, report in enumerate(reports):
+        heading = f"<h2 class='report-title'>{esc(model_name(report) or f'report {i + 1}')}</h2>"
+        body.append(f"<article id='r{i}'>{heading}{''.join(_sections(report, prefix=f'r{i}-', level=3))}</article>")
+    env = next((r["environment"] for r in reports if r.get("environment")), None)
+    if env:
+        body.append(_section("Environment", _environment(env), "environment"))
+    meta = _meta(reports[0]) if reports else ""
+    return _page(title, meta, body, schema)

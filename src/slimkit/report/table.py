@@ -9,7 +9,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from slimkit.report.format import MEASUREMENT_COLUMNS, measurement_rows, pass_rows
+from slimkit.report.format import MEASUREMENT_COLUMNS, measurement_rows, model_name, pass_rows
 
 _TONE_STYLE = {"good": "green", "bad": "red", "warn": "yellow", "ref": "bold", "": ""}
 
@@ -18,7 +18,8 @@ def measurement_table(report: dict, title: str = "Measurements") -> Table:
     """One row per measured model; ratios are against the report's reference."""
     table = Table(title=title, title_justify="left", header_style="bold")
     for _key, header, right in MEASUREMENT_COLUMNS:  # numbers never wrap; labels and flags fold, never truncate
-        table.add_column(header, justify="right" if right else "left", no_wrap=right, overflow="fold")
+        table.add_column(header, justify="right" if right else "left", no_wrap=right, overflow="fold",
+                         min_width=None if right else 8)
     for row in measurement_rows(report):
         table.add_row(*(Text(row[key].text, style=_TONE_STYLE.get(row[key].tone, ""))
                         for key, _h, _r in MEASUREMENT_COLUMNS))
@@ -44,12 +45,13 @@ def print_report(report: dict, console: Console | None = None) -> None:
     if report.get("command"):
         header.append(f"  {report['command']}", style="dim")
     console.print(header)
-    source = (report.get("input") or {}).get("source")
-    if source:
-        console.print(Text(f"input: {source}"))
+    name = model_name(report)
+    if name:
+        console.print(Text(f"input: {name}"))
     artifact = report.get("artifact") or {}
-    if artifact.get("path"):
-        console.print(Text(f"artifact: {artifact['path']}"))
+    where = artifact.get("path") or artifact.get("folder")
+    if where:
+        console.print(Text(f"artifact: {where}"))
     if report.get("passes"):
         console.print(passes_table(report))
     console.print(measurement_table(report))

@@ -8,7 +8,9 @@ import tempfile
 from pathlib import Path
 
 from slimkit.report.build import to_jsonable
-from slimkit.report.html import render_html
+from slimkit.report.html import render_bundle_html, render_html
+
+BUNDLE_SCHEMA = "slimkit.reports/1"
 
 
 def _atomic_write(path: Path, text: str) -> None:
@@ -28,12 +30,22 @@ def _atomic_write(path: Path, text: str) -> None:
 
 def write_report(folder: Path, report: dict) -> tuple[Path, Path]:
     """Write `folder`/report.json (indent 2) and `folder`/report.html; returns both paths."""
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
     data = to_jsonable(report)
-    # Render both first, so a rendering error writes neither file.
+    return _write_pair(Path(folder), data, render_html(data))
+
+
+def write_report_bundle(folder: Path, reports: list[dict], *, title: str = "slimkit reports",
+                        notes: list[str] | None = None, schema: str = BUNDLE_SCHEMA) -> tuple[Path, Path]:
+    """Several reports as one report.json ({schema, title, reports, notes}) and one report.html page."""
+    data = to_jsonable({"schema": schema, "title": title, "reports": list(reports), "notes": list(notes or [])})
+    html_text = render_bundle_html(data["reports"], title=title, notes=data["notes"], schema=schema)
+    return _write_pair(Path(folder), data, html_text)
+
+
+def _write_pair(folder: Path, data: dict, html_text: str) -> tuple[Path, Path]:
+    # Both texts exist before either file is touched, so a rendering error writes neither.
     json_text = json.dumps(data, indent=2, allow_nan=False) + "\n"
-    html_text = render_html(data)
+    folder.mkdir(parents=True, exist_ok=True)
     json_path, html_path = folder / "report.json", folder / "report.html"
     _atomic_write(json_path, json_text)
     _atomic_write(html_path, html_text)
