@@ -179,7 +179,13 @@ class TfliteRunner(Runner):
                 interp.resize_tensor_input(index, value.shape)
                 resized = True
         if resized:
-            interp.allocate_tensors()
+            try:
+                interp.allocate_tensors()
+            except RuntimeError as exc:  # e.g. a Reshape baked with the converted batch size
+                fixed = ", ".join(f"{s.name}={'x'.join(map(str, s.shape))}" for s in self.input_specs)
+                got = ", ".join(f"{n}={'x'.join(map(str, v.shape))}" for n, v in feed.items())
+                raise SlimkitError(f"LiteRT cannot resize this TFLite model to {got}: {str(exc).splitlines()[0][:200]}",
+                                   f"it was converted with fixed shapes {fixed}; measure it at that batch size") from exc
         for spec, index in zip(self.input_specs, self._indices, strict=True):
             interp.set_tensor(index, np.ascontiguousarray(feed[spec.name]))
         interp.invoke()

@@ -274,7 +274,9 @@ class ToTflite(Pass):
         assert isinstance(model, TorchModel)
         litert_torch = require("litert_torch", "tflite")
         names = model.input_names
-        sample = tuple(model.example_inputs[n] for n in names)
+        # TFLite shapes are fixed at conversion: convert at the batch size the model will be measured at.
+        sample = tuple(_with_batch(model.example_inputs[n], ctx.batch_size, spec)
+                       for n, spec in zip(names, model.input_specs, strict=True))
         with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), _quiet_torch_logs():
             warnings.simplefilter("ignore")
             try:
@@ -287,4 +289,14 @@ class ToTflite(Pass):
         result = TfliteModel(path=path)
         result.carry_over(model)
         result.metadata["input_names"] = names
-        return PassResult(result, {"input_shapes": {n: list(model.example_inputs[n].shape) for n in names}})
+        return PassResult(result, {"input_shapes": {n: list(t.shape) for n, t in zip(names, sample, strict=True)}})
+
+
+def _with_batch(tensor, batch_size: int, spec):
+    """The example input repeated (or cut) to `batch_size` along a dynamic batch dimension."""
+    import torch
+
+    if not spec.shape or isinstance(spec.shape[0], int) or tensor.shape[0] == batch_size:
+        return tensor
+    reps = -(-batch_size // tensor.shape[0])
+    return torch.cat([tensor] * reps, dim=0)[:batch_size]
