@@ -35,11 +35,11 @@ def convert_all(torch_model, ctx, tflite: bool) -> tuple[dict, dict]:
     artifacts, seconds = {}, {}
     t0 = time.perf_counter()
     onnx = run_pipeline(torch_model, load_recipe("onnx"), ctx)
-    seconds["onnx"] = time.perf_counter() - t0
+    seconds["onnxruntime"] = time.perf_counter() - t0
     artifacts["onnxruntime"] = onnx.model
     t0 = time.perf_counter()
     artifacts["openvino"] = run_pipeline(onnx.model, load_recipe("openvino"), ctx).model
-    seconds["openvino"] = time.perf_counter() - t0 + seconds["onnx"]
+    seconds["openvino"] = time.perf_counter() - t0 + seconds["onnxruntime"]
     if tflite:
         t0 = time.perf_counter()
         artifacts["litert"] = run_pipeline(torch_model, load_recipe("tflite"), ctx).model
