@@ -69,10 +69,17 @@ def optimize(
     example_inputs: Any = None,
     weights: str | Path | None = None,
     task: str | None = None,
+    min_cosine: float | None = None,
+    max_drop: float | None = None,
 ) -> OptimizeResult:
-    """Run a recipe on a model, measure the result against the original, and optionally save it."""
+    """Run a recipe on a model, measure the result against the original, and optionally save it.
+
+    `min_cosine` / `max_drop` set the target of accuracy-aware passes (e.g. `int8-auto`).
+    """
     original = _resolve_model(model, example_inputs=example_inputs, weights=weights, task=task, shapes=shapes)
     recipe_obj = load_recipe(recipe)
+    if min_cosine is not None or max_drop is not None:
+        overrides = {**target_overrides(recipe_obj, min_cosine, max_drop), **(overrides or {})}
     plan(recipe_obj, original.kind, overrides)  # reject a bad chain before any work
     if output is not None:
         from slimkit.artifacts import check_not_input
@@ -102,6 +109,27 @@ def optimize(
         say("writing artifact")
         outcome.save(output)
     return outcome
+
+
+def target_overrides(recipe: Recipe, min_cosine: float | None, max_drop: float | None) -> dict[str, dict]:
+    """Route --min-cosine / --max-drop to every pass in the recipe that takes a target."""
+    from slimkit.passes.base import get_pass
+
+    overrides: dict[str, dict] = {}
+    for name, _cfg in recipe.steps:
+        fields = get_pass(name).Config.model_fields
+        if "min_cosine" in fields and "max_drop" in fields:
+            overrides[name] = {"min_cosine": min_cosine, "max_drop": max_drop}
+    if not overrides:
+        raise SlimkitError(f"recipe {recipe.name} has no accuracy-aware pass for --min-cosine / --max-drop",
+                           "use an accuracy-aware recipe such as int8-auto")
+    return overrides
+
+
+def targets_missed(report: dict) -> list[str]:
+    """Shortfalls of accuracy-aware passes whose target could not be met (best effort was kept)."""
+    return [f"{p['pass']}: {p['stats'].get('shortfall', 'target not met')}" for p in report.get("passes") or []
+            if isinstance(p.get("stats"), dict) and p["stats"].get("target_met") is False]
 
 
 def _build(outcome: OptimizeResult, threads: int) -> dict:

@@ -47,6 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--recipe", required=True, help="built-in recipe name (see `slimkit recipes`) or a YAML file")
     p.add_argument("-o", "--output", required=True, help="output folder")
     p.add_argument("--eval-data", help="separate evaluation data (default: --data)")
+    p.add_argument("--min-cosine", type=float, help="accuracy-aware recipes: mean output cosine to keep")
+    p.add_argument("--max-drop", type=float, help="accuracy-aware recipes: accuracy drop allowed (0.01 = 1 point)")
     _common(p)
 
     p = sub.add_parser("bench", help="measure models: size, latency, fidelity vs --reference, accuracy")
@@ -167,8 +169,15 @@ def cmd_optimize(args) -> int:
     with _status(args) as say:
         result = optimize(model, args.recipe, data=args.data, eval_data=args.eval_data, output=args.output,
                           threads=args.threads, batch_size=args.batch_size, seq_len=args.seq_len,
-                          shapes=_shapes(args), progress=say)
-    return _print_result(args, result.report, extra={"output": str(args.output)})
+                          shapes=_shapes(args), progress=say, min_cosine=args.min_cosine, max_drop=args.max_drop)
+    code = _print_result(args, result.report, extra={"output": str(args.output)})
+    from slimkit.api import targets_missed
+
+    missed = targets_missed(result.report)
+    if missed:
+        print(f"target not met ({'; '.join(missed)}): the best configuration found was saved", file=sys.stderr)
+        return 3
+    return code
 
 
 def _print_result(args, report: dict, extra: dict) -> int:

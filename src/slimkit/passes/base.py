@@ -112,5 +112,9 @@ def available_passes() -> dict[str, type[Pass]]:
 def _load_builtin_passes() -> None:
     import importlib
 
-    for module in ("convert", "fp16"):
-        importlib.import_module(f"slimkit.passes.{module}")
+    for module in ("convert", "fp16", "fusion", "quantize", "mixed_precision", "fake_quant"):
+        try:
+            importlib.import_module(f"slimkit.passes.{module}")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"slimkit.passes.{module}":
+                raise

@@ -166,3 +166,28 @@ def pass_rows(report: dict) -> list[dict[str, str]]:
         rows.append({"pass": name, "kinds": kinds, "seconds": DASH if seconds is None else f"{seconds:.2f}",
                      "stats": summarize_stats(p.get("stats"))})
     return rows
+
+
+# ---- accuracy-aware search (int8-auto): what was tried and how sensitive each layer is ----
+
+TRIED_COLUMNS = ("kept float", "cos mean", "cos min", "accuracy", "p50 ms", "vs float", "size", "meets")
+SENSITIVITY_COLUMNS = ("layer", "op", "params", "loss alone", "cos mean")
+
+
+def search_sections(report: dict, top: int = 15) -> list[tuple[str, list[tuple[str, ...]], list[tuple[str, ...]]]]:
+    """(pass name, tried rows, sensitivity rows) for each pass that searched configurations."""
+    sections = []
+    for step in report.get("passes") or []:
+        stats = step.get("stats") if isinstance(step.get("stats"), dict) else {}
+        if not stats.get("tried"):
+            continue
+        tried = [(
+            str(t.get("kept_float", 0)), fmt_fixed(t.get("cosine_mean")), fmt_fixed(t.get("cosine_min")),
+            fmt_pct(t.get("accuracy")), fmt_ms(t.get("p50_ms")), fmt_ratio(t.get("latency_ratio")),
+            human_size(t.get("size_bytes")), "yes" if t.get("meets") else "no",
+        ) for t in stats["tried"]]
+        sens = [(
+            str(r["layer"]), str(r["op_type"]), f"{r['params']:,}", f"{r['loss']:.2e}", fmt_fixed(r.get("cosine_mean")),
+        ) for r in (stats.get("sensitivity") or [])[:top]]
+        sections.append((str(step.get("pass")), tried, sens))
+    return sections

@@ -13,10 +13,13 @@ from typing import Any
 from slimkit.report.format import (
     DASH,
     MEASUREMENT_COLUMNS,
+    SENSITIVITY_COLUMNS,
+    TRIED_COLUMNS,
     fmt_ratio,
     measurement_rows,
     model_name,
     pass_rows,
+    search_sections,
 )
 
 _CSS = """
@@ -227,12 +230,22 @@ def _sections(report: dict, prefix: str = "", level: int = 2) -> list[str]:
         out.append(section("Recipe", _recipe(report["recipe"]), "recipe"))
     if report.get("passes"):
         out.append(section("Passes", _passes(report), "passes"))
+    for name, tried, sens in search_sections(report):
+        out.append(section(f"{name}: configurations tried", _simple_table(TRIED_COLUMNS, tried), f"{name}-tried"))
+        if sens:
+            out.append(section(f"{name}: layer sensitivity", _simple_table(SENSITIVITY_COLUMNS, sens), f"{name}-sens"))
     out.append(section("Measurements", _measurements(report), "measurements"))
     out.append(section("Relative to the reference", _charts(report), "charts"))
     out.append(section("Flags", _flags(report), "flags"))
     if report.get("notes"):
         out.append(section("Notes", _notes(report["notes"]), "notes"))
     return out
+
+
+def _simple_table(columns: tuple[str, ...], rows: list[tuple[str, ...]]) -> str:
+    head = "".join(f"<th>{esc(c)}</th>" for c in columns)
+    body = "".join("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in row) + "</tr>" for row in rows)
+    return f'<div class="scroll"><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>'
 
 
 def _notes(notes: list) -> str:

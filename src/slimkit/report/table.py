@@ -9,7 +9,15 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from slimkit.report.format import MEASUREMENT_COLUMNS, measurement_rows, model_name, pass_rows
+from slimkit.report.format import (
+    MEASUREMENT_COLUMNS,
+    SENSITIVITY_COLUMNS,
+    TRIED_COLUMNS,
+    measurement_rows,
+    model_name,
+    pass_rows,
+    search_sections,
+)
 
 _TONE_STYLE = {"good": "green", "bad": "red", "warn": "yellow", "ref": "bold", "": ""}
 
@@ -38,6 +46,23 @@ def passes_table(report: dict, title: str = "Passes") -> Table:
     return table
 
 
+def search_tables(report: dict) -> list[Table]:
+    """Accuracy-aware passes: the configurations tried, and the per-layer sensitivity table."""
+    tables = []
+    for name, tried, sens in search_sections(report):
+        for title, columns, rows in ((f"{name}: configurations tried", TRIED_COLUMNS, tried),
+                                     (f"{name}: layer sensitivity (quantized alone)", SENSITIVITY_COLUMNS, sens)):
+            if not rows:
+                continue
+            table = Table(title=title, title_justify="left", header_style="bold")
+            for i, col in enumerate(columns):
+                table.add_column(col, justify="left" if i == 0 and columns is SENSITIVITY_COLUMNS else "right")
+            for row in rows:
+                table.add_row(*(Text(c) for c in row))
+            tables.append(table)
+    return tables
+
+
 def print_report(report: dict, console: Console | None = None) -> None:
     """Print the passes (if any), the measurements, the flag messages and the notes."""
     console = console or Console()
@@ -54,6 +79,8 @@ def print_report(report: dict, console: Console | None = None) -> None:
         console.print(Text(f"artifact: {where}"))
     if report.get("passes"):
         console.print(passes_table(report))
+    for table in search_tables(report):
+        console.print(table)
     console.print(measurement_table(report))
     flags = report.get("flags") or []
     if flags:

@@ -1,0 +1,104 @@
+"""Small ONNX graph helpers shared by the quantization, clustering and factorization passes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+
+QUANTIZED_OPS = frozenset({
+    "QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "MatMulInteger", "ConvInteger",
+    "QLinearMatMul", "QLinearConv", "QAttention", "MatMulNBits", "DynamicQuantizeMatMul", "GatherBlockQuantized",
+    "QGemm", "MatMulIntegerToFloat",
+})
+
+
+def copy_model(proto: onnx.ModelProto) -> onnx.ModelProto:
+    copy = onnx.ModelProto()
+    copy.CopyFrom(proto)
+    return copy
+
+
+def quantized_ops(proto: onnx.ModelProto) -> list[str]:
+    """Quantized op types already in the graph (a model quantized twice loses accuracy for nothing)."""
+    return sorted({n.op_type for n in proto.graph.node if n.op_type in QUANTIZED_OPS})
+
+
+@dataclass(frozen=True)
+class WeightLayer:
+    """A node that multiplies by a constant weight: what quantization and compression act on."""
+
+    node: str
+    op_type: str
+    weight: str
+    params: int
+    shape: tuple[int, ...]
+
+
+_WEIGHT_INPUT = {"MatMul": 1, "Gemm": 1, "Conv": 1, "Attention": 1, "Gather": 0, "ConvTranspose": 1}
+
+
+def weight_layers(proto: onnx.ModelProto, op_types: set[str] | None = None) -> list[WeightLayer]:
+    """Nodes whose weight input is an initializer, in graph order."""
+    inits = {t.name: t for t in proto.graph.initializer}
+    layers = []
+    for node in proto.graph.node:
+        index = _WEIGHT_INPUT.get(node.op_type)
+        if index is None or (op_types and node.op_type not in op_types) or len(node.input) <= index:
+            continue
+        tensor = inits.get(node.input[index])
+        if tensor is None or tensor.data_type not in (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16):
+            continue
+        shape = tuple(int(d) for d in tensor.dims)
+        if len(shape) < 2:
+            continue
+        layers.append(WeightLayer(node.name, node.op_type, tensor.name, int(np.prod(shape)), shape))
+    return layers
+
+
+def ensure_node_names(proto: onnx.ModelProto) -> None:
+    """Give every node a unique name (quantizers select and exclude nodes by name)."""
+    seen: set[str] = set()
+    for i, node in enumerate(proto.graph.node):
+        if not node.name or node.name in seen:
+            node.name = f"{node.op_type}_{i}"
+        seen.add(node.name)
+
+
+def gemm_to_matmul(proto: onnx.ModelProto) -> int:
+    """Rewrite Gemm with a constant B as MatMul (+ Add): ONNX Runtime has integer MatMul kernels, not Gemm."""
+    inits = {t.name: t for t in proto.graph.initializer}
+    new_nodes = []
+    rewritten = 0
+    for node in proto.graph.node:
+        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        if (node.op_type != "Gemm" or node.input[1] not in inits or attrs.get("transA", 0)
+                or attrs.get("alpha", 1.0) != 1.0 or attrs.get("beta", 1.0) != 1.0):
+            new_nodes.append(node)
+            continue
+        weight = numpy_helper.to_array(inits[node.input[1]])
+        if attrs.get("transB", 0):
+            weight = weight.T
+        name = f"{node.input[1]}_matmul"
+        proto.graph.initializer.append(numpy_helper.from_array(np.ascontiguousarray(weight), name))
+        has_bias = len(node.input) > 2 and node.input[2]
+        mm_out = f"{node.output[0]}_mm" if has_bias else node.output[0]
+        new_nodes.append(helper.make_node("MatMul", [node.input[0], name], [mm_out], name=f"{node.name}_MatMul"))
+        if has_bias:
+            new_nodes.append(helper.make_node("Add", [mm_out, node.input[2]], [node.output[0]],
+                                              name=f"{node.name}_Add"))
+        rewritten += 1
+    if rewritten:
+        del proto.graph.node[:]
+        proto.graph.node.extend(new_nodes)
+        remove_unused_initializers(proto)
+    return rewritten
+
+
+def remove_unused_initializers(proto: onnx.ModelProto) -> None:
+    used = {i for n in proto.graph.node for i in n.input} | {o.name for o in proto.graph.output}
+    keep = [t for t in proto.graph.initializer if t.name in used]
+    del proto.graph.initializer[:]
+    proto.graph.initializer.extend(keep)

@@ -1,0 +1,286 @@
+"""ONNX quantization passes, wrapping ONNX Runtime's quantization tooling and handling its pitfalls.
+
+- `int8-dynamic`: int8 weights, activations quantized at run time (MatMulInteger / QAttention).
+  Gemm is rewritten as MatMul first (ONNX Runtime has no integer Gemm); Conv is left in float by
+  default because ConvInteger is far slower than float Conv on CPUs; `reduce_range` (7-bit
+  weights) is chosen from the CPU: needed without VNNI to avoid u8*s8 saturation, not with it.
+- `int8-static`: QDQ format, activations calibrated on user data (minmax, percentile, entropy),
+  per-channel weights, after ONNX Runtime's pre-processing (shape inference, fusion).
+- `weight-only`: block-wise int4 / int8 weights for MatMul (MatMulNBits) and embeddings
+  (GatherBlockQuantized); activations stay float.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Literal
+
+import onnx
+
+from slimkit.errors import SlimkitError
+from slimkit.models.base import ModelKind, OnnxModel, WorkingModel, save_onnx
+from slimkit.models.onnx_graph import copy_model, ensure_node_names, gemm_to_matmul, quantized_ops
+from slimkit.passes.base import Context, Pass, PassConfig, PassResult, register
+
+MIN_CALIBRATION_SAMPLES = 16
+
+
+def cpu_has_vnni() -> bool:
+    """VNNI (AVX512-VNNI, AVX-VNNI or AMX) multiplies u8*s8 without the 16-bit saturation of AVX2."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return any(f in flags for f in (" avx512_vnni", " avx_vnni", " amx_int8"))
+
+
+def resolve_reduce_range(setting: bool | Literal["auto"]) -> tuple[bool, str]:
+    if setting != "auto":
+        return bool(setting), "set in the recipe"
+    if cpu_has_vnni():
+        return False, "CPU has VNNI: full 8-bit weights do not saturate"
+    return True, "CPU has no VNNI: 7-bit weights avoid u8*s8 saturation in AVX2 kernels"
+
+
+def refuse_quantized(model: OnnxModel, pass_name: str) -> None:
+    found = quantized_ops(model.proto)
+    if found:
+        raise SlimkitError(f"{pass_name}: the model is already quantized (it has {', '.join(found)})",
+                           "start from the float model; quantizing twice only adds error")
+
+
+@contextlib.contextmanager
+def quiet_quantizer():
+    """ONNX Runtime's quantizer logs pre-processing advice and warnings on every call."""
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        root.setLevel(level)
+
+
+def prepared_copy(model: OnnxModel) -> onnx.ModelProto:
+    proto = copy_model(model.proto)
+    ensure_node_names(proto)
+    return proto
+
+
+def float_ops_left(proto: onnx.ModelProto, quantizable: set[str]) -> list[str]:
+    """Weight-carrying op types still computing in float after quantization (reported, not hidden)."""
+    inits = {t.name for t in proto.graph.initializer if t.data_type == onnx.TensorProto.FLOAT}
+    left = {n.op_type for n in proto.graph.node if n.op_type in quantizable | {"Conv", "Gemm", "MatMul", "Attention"}
+            and any(i in inits for i in n.input[1:2])}
+    return sorted(left)
+
+
+class DynamicConfig(PassConfig):
+    per_channel: bool = True
+    reduce_range: bool | Literal["auto"] = "auto"
+    op_types: list[str] = ["MatMul", "Attention", "Gather"]
+    exclude: list[str] = []  # node names kept in float
+    gemm_to_matmul: bool = True
+
+
+@register
+class Int8Dynamic(Pass):
+    name = "int8-dynamic"
+    accepts = frozenset({ModelKind.ONNX})
+    returns = ModelKind.ONNX
+    Config = DynamicConfig
+    description = "int8 weights, activations quantized at run time (ONNX Runtime)"
+
+    def run(self, model: WorkingModel, ctx: Context) -> PassResult:
+        assert isinstance(model, OnnxModel)
+        refuse_quantized(model, self.name)
+        proto = prepared_copy(model)
+        rewritten = gemm_to_matmul(proto) if self.config.gemm_to_matmul else 0
+        reduce_range, why = resolve_reduce_range(self.config.reduce_range)
+        quantized = quantize_dynamic_proto(proto, self.config, reduce_range)
+        result = OnnxModel.from_proto(quantized, like=model)
+        result.ensure_file(ctx.scratch(self.name))
+        return PassResult(result, {
+            "per_channel": self.config.per_channel, "reduce_range": reduce_range, "reduce_range_reason": why,
+            "op_types": self.config.op_types, "gemm_rewritten_as_matmul": rewritten,
+            "excluded_nodes": list(self.config.exclude),
+            "float_weight_ops_left": float_ops_left(quantized, set(self.config.op_types)),
+        })
+
+
+def quantize_dynamic_proto(proto: onnx.ModelProto, config: DynamicConfig, reduce_range: bool,
+                           nodes_to_quantize: list[str] | None = None) -> onnx.ModelProto:
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    with tempfile.TemporaryDirectory(prefix="slimkit-q-") as tmp, quiet_quantizer():
+        out = Path(tmp) / "q.onnx"
+        quantize_dynamic(
+            proto, out, op_types_to_quantize=list(config.op_types), per_channel=config.per_channel,
+            reduce_range=reduce_range, weight_type=QuantType.QInt8, nodes_to_exclude=list(config.exclude),
+            nodes_to_quantize=nodes_to_quantize or [],
+            extra_options={"MatMulConstBOnly": True},
+        )
+        return onnx.load(str(out))
+
+
+class StaticConfig(PassConfig):
+    calibration: Literal["minmax", "percentile", "entropy"] = "minmax"
+    percentile: float = 99.999
+    per_channel: bool = True
+    reduce_range: bool | Literal["auto"] = "auto"
+    samples: int = 256  # calibration samples used at most
+    op_types: list[str] | None = None  # None: every op ONNX Runtime can quantize in QDQ form
+    exclude: list[str] = []
+    preprocess: bool = True
+
+
+@register
+class Int8Static(Pass):
+    name = "int8-static"
+    accepts = frozenset({ModelKind.ONNX})
+    returns = ModelKind.ONNX
+    Config = StaticConfig
+    description = "int8 QDQ with activations calibrated on --data"
+
+    def run(self, model: WorkingModel, ctx: Context) -> PassResult:
+        from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+        assert isinstance(model, OnnxModel)
+        refuse_quantized(model, self.name)
+        reader = calibration_reader(model, ctx, self.config.samples)
+        proto = prepared_copy(model)
+        gemm_to_matmul(proto)
+        preprocessed = self.config.preprocess and _preprocess(proto)
+        if preprocessed:
+            proto = preprocessed
+            ensure_node_names(proto)
+        reduce_range, why = resolve_reduce_range(self.config.reduce_range)
+        method = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
+                  "entropy": CalibrationMethod.Entropy}[self.config.calibration]
+        extra = {"CalibPercentile": self.config.percentile} if self.config.calibration == "percentile" else {}
+        with tempfile.TemporaryDirectory(prefix="slimkit-q-") as tmp, quiet_quantizer():
+            out = Path(tmp) / "q.onnx"
+            src = save_onnx(proto, Path(tmp) / "in.onnx")
+            quantize_static(
+                str(src), str(out), reader, quant_format=QuantFormat.QDQ, per_channel=self.config.per_channel,
+                reduce_range=reduce_range, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                calibrate_method=method, op_types_to_quantize=self.config.op_types,
+                nodes_to_exclude=list(self.config.exclude), extra_options=extra,
+            )
+            quantized = onnx.load(str(out))
+        result = OnnxModel.from_proto(quantized, like=model)
+        result.ensure_file(ctx.scratch(self.name))
+        return PassResult(result, {
+            "calibration": self.config.calibration, "calibration_samples": reader.samples,
+            "per_channel": self.config.per_channel, "reduce_range": reduce_range, "reduce_range_reason": why,
+            "preprocessed": bool(preprocessed), "format": "QDQ",
+            "float_weight_ops_left": float_ops_left(quantized, set(self.config.op_types or ["MatMul", "Conv"])),
+        })
+
+
+def _preprocess(proto: onnx.ModelProto) -> onnx.ModelProto | None:
+    """ONNX Runtime's quantization pre-processing (symbolic shape inference + graph optimization)."""
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    with tempfile.TemporaryDirectory(prefix="slimkit-pre-") as tmp, quiet_quantizer():
+        src = save_onnx(proto, Path(tmp) / "in.onnx")
+        out = Path(tmp) / "pre.onnx"
+        try:
+            quant_pre_process(str(src), str(out), skip_symbolic_shape=False)
+        except Exception:
+            try:
+                quant_pre_process(str(src), str(out), skip_symbolic_shape=True)
+            except Exception:
+                return None
+        return onnx.load(str(out))
+
+
+class _Reader:
+    """ONNX Runtime CalibrationDataReader over slimkit's data (one feed dict per call)."""
+
+    def __init__(self, feeds: list[dict]) -> None:
+        self.feeds = feeds
+        self.samples = sum(next(iter(f.values())).shape[0] for f in feeds) if feeds else 0
+        self._it = iter(feeds)
+
+    def get_next(self):
+        return next(self._it, None)
+
+    def rewind(self) -> None:
+        self._it = iter(self.feeds)
+
+
+def calibration_reader(model: OnnxModel, ctx: Context, max_samples: int) -> _Reader:
+    from slimkit.data import load_data
+
+    if ctx.data is None:
+        raise SlimkitError("int8-static needs calibration data",
+                           f"pass --data with at least {MIN_CALIBRATION_SAMPLES} representative samples")
+    data = load_data(ctx.data, model, batch_size=8, seq_len=ctx.seq_len, shapes=ctx.shapes, max_samples=max_samples)
+    if data.generated or data.num_samples < MIN_CALIBRATION_SAMPLES:
+        raise SlimkitError(
+            f"too few calibration samples: {data.num_samples}",
+            f"give at least {MIN_CALIBRATION_SAMPLES} (a few hundred representative samples is better)",
+        )
+    return _Reader([b.feed for b in data.batches])
+
+
+class WeightOnlyConfig(PassConfig):
+    bits: Literal[4, 8] = 4
+    block_size: int = 32
+    symmetric: bool = True
+    # 4 = int8 compute for MatMulNBits (faster on CPU), 0 = unset (fp32 compute).
+    accuracy_level: Literal[0, 1, 2, 3, 4] = 4
+    embeddings: bool = True
+    exclude: list[str] = []
+
+
+@register
+class WeightOnly(Pass):
+    name = "weight-only"
+    accepts = frozenset({ModelKind.ONNX})
+    returns = ModelKind.ONNX
+    Config = WeightOnlyConfig
+    description = "block-wise int4/int8 weights for MatMul (MatMulNBits) and embeddings"
+
+    def run(self, model: WorkingModel, ctx: Context) -> PassResult:
+        from onnxruntime.quantization import QuantFormat
+        from onnxruntime.quantization.matmul_nbits_quantizer import (
+            DefaultWeightOnlyQuantConfig,
+            MatMulNBitsQuantizer,
+        )
+
+        assert isinstance(model, OnnxModel)
+        refuse_quantized(model, self.name)
+        block = self.config.block_size
+        if block < 16 or block & (block - 1):
+            raise SlimkitError(f"weight-only: block_size {block} is not a power of two >= 16", "use 16, 32, 64 or 128")
+        proto = prepared_copy(model)
+        gemm_to_matmul(proto)
+        op_types = ("MatMul", "Gather") if self.config.embeddings else ("MatMul",)
+        algo = DefaultWeightOnlyQuantConfig(
+            block_size=block, is_symmetric=self.config.symmetric, bits=self.config.bits,
+            accuracy_level=self.config.accuracy_level or None, quant_format=QuantFormat.QOperator,
+            op_types_to_quantize=op_types, quant_axes=(("MatMul", 0), ("Gather", 1)),
+        )
+        with quiet_quantizer():
+            quantizer = MatMulNBitsQuantizer(
+                proto, bits=self.config.bits, block_size=block, is_symmetric=self.config.symmetric,
+                accuracy_level=self.config.accuracy_level or None, nodes_to_exclude=list(self.config.exclude),
+                algo_config=algo, op_types_to_quantize=op_types,
+            )
+            quantizer.process()
+        quantized = quantizer.model.model
+        result = OnnxModel.from_proto(quantized, like=model)
+        result.ensure_file(ctx.scratch(self.name))
+        counts = {op: sum(n.op_type == op for n in quantized.graph.node) for op in ("MatMulNBits", "GatherBlockQuantized")}
+        return PassResult(result, {"bits": self.config.bits, "block_size": block, "symmetric": self.config.symmetric,
+                                   "accuracy_level": self.config.accuracy_level, "quantized_nodes": counts,
+                                   "float_weight_ops_left": float_ops_left(quantized, {"MatMul"})})
