@@ -271,7 +271,9 @@ class WeightOnly(Pass):
             raise SlimkitError(f"weight-only: block_size {block} is not a power of two >= 16", "use 16, 32, 64 or 128")
         proto = prepared_copy(model)
         gemm_to_matmul(proto)
-        op_types = ("MatMul", "Gather") if self.config.embeddings else ("MatMul",)
+        # ONNX Runtime's GatherBlockQuantized (quantized embeddings) exists for 4 bits only.
+        embeddings = self.config.embeddings and self.config.bits == 4
+        op_types = ("MatMul", "Gather") if embeddings else ("MatMul",)
         algo = DefaultWeightOnlyQuantConfig(
             block_size=block, is_symmetric=self.config.symmetric, bits=self.config.bits,
             accuracy_level=self.config.accuracy_level or None, quant_format=QuantFormat.QOperator,
@@ -290,4 +292,5 @@ class WeightOnly(Pass):
         counts = {op: sum(n.op_type == op for n in quantized.graph.node) for op in ("MatMulNBits", "GatherBlockQuantized")}
         return PassResult(result, {"bits": self.config.bits, "block_size": block, "symmetric": self.config.symmetric,
                                    "accuracy_level": self.config.accuracy_level, "quantized_nodes": counts,
+                                   "embeddings": "quantized" if embeddings else "float",
                                    "float_weight_ops_left": float_ops_left(quantized, {"MatMul"})})
