@@ -15,6 +15,8 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import os
+import shutil
 import tempfile
 import warnings
 from pathlib import Path
@@ -56,15 +58,24 @@ def refuse_quantized(model: OnnxModel, pass_name: str) -> None:
 
 @contextlib.contextmanager
 def quiet_quantizer():
-    """ONNX Runtime's quantizer logs pre-processing advice and warnings on every call."""
+    """Run ONNX Runtime's quantizer quietly and away from the user's files.
+
+    It logs pre-processing advice on every call, and for large models it can leave external-data
+    files named `<uuid>.data` in the current directory; so it runs with a scratch folder as cwd.
+    """
     root = logging.getLogger()
     level = root.level
     root.setLevel(logging.ERROR)
+    previous = os.getcwd()
+    scratch = tempfile.mkdtemp(prefix="slimkit-ort-quant-")
     try:
+        os.chdir(scratch)
         with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
             warnings.simplefilter("ignore")
             yield
     finally:
+        os.chdir(previous)
+        shutil.rmtree(scratch, ignore_errors=True)
         root.setLevel(level)
 
 
@@ -121,8 +132,9 @@ def quantize_dynamic_proto(proto: onnx.ModelProto, config: DynamicConfig, reduce
 
     with tempfile.TemporaryDirectory(prefix="slimkit-q-") as tmp, quiet_quantizer():
         out = Path(tmp) / "q.onnx"
+        src = save_onnx(proto, Path(tmp) / "in.onnx")
         quantize_dynamic(
-            proto, out, op_types_to_quantize=list(config.op_types), per_channel=config.per_channel,
+            str(src), str(out), op_types_to_quantize=list(config.op_types), per_channel=config.per_channel,
             reduce_range=reduce_range, weight_type=QuantType.QInt8, nodes_to_exclude=list(config.exclude),
             nodes_to_quantize=nodes_to_quantize or [],
             extra_options={"MatMulConstBOnly": True},
