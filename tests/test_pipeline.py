@@ -19,6 +19,11 @@ BUILTINS = {
     "fp16": ["to-onnx", "onnx-cleanup", "fp16"],
     "openvino": ["to-onnx", "onnx-cleanup", "to-openvino"],
     "tflite": ["to-tflite"],
+    "int8-dynamic": ["to-onnx", "onnx-cleanup", "transformer-fusion", "int8-dynamic"],
+    "int8-static": ["to-onnx", "onnx-cleanup", "int8-static"],
+    "int8-auto": ["to-onnx", "onnx-cleanup", "transformer-fusion", "int8-auto"],
+    "int4-weight": ["to-onnx", "onnx-cleanup", "weight-only"],
+    "int8-weight": ["to-onnx", "onnx-cleanup", "weight-only"],
 }
 
 
@@ -47,7 +52,7 @@ def test_load_builtin_recipe(name):
     assert recipe.name == name and recipe.description
     assert [step for step, _ in recipe.steps] == BUILTINS[name]
     assert recipe.source.endswith(f"{name}.yaml")
-    assert recipe.as_dict()["passes"] == [{"pass": p} for p in BUILTINS[name]]
+    assert [p["pass"] for p in recipe.as_dict()["passes"]] == BUILTINS[name]
     steps = plan(recipe, ModelKind.TORCH)  # every pass exists and its (default) config validates
     assert [s.pass_.name for s in steps] == BUILTINS[name]
     assert not any(s.inserted for s in steps)
@@ -61,7 +66,7 @@ def test_unknown_recipe_lists_builtins():
     with pytest.raises(SlimkitError) as info:
         load_recipe("turbo")
     assert "unknown recipe 'turbo'" in str(info.value)
-    assert "built-in recipes: fp16, onnx, openvino, tflite" in str(info.value)
+    assert "built-in recipes: " + ", ".join(sorted(BUILTINS)) in str(info.value)
 
 
 def test_user_recipe_by_path(tmp_path):
