@@ -24,6 +24,11 @@ BUILTINS = {
     "int8-auto": ["to-onnx", "onnx-cleanup", "transformer-fusion", "int8-auto"],
     "int4-weight": ["to-onnx", "onnx-cleanup", "weight-only"],
     "int8-weight": ["to-onnx", "onnx-cleanup", "weight-only"],
+    "cluster-16": ["to-onnx", "onnx-cleanup", "cluster"],
+    "cluster-256": ["to-onnx", "onnx-cleanup", "cluster"],
+    "svd-energy-0.95": ["to-onnx", "onnx-cleanup", "factorize"],
+    "svd-ratio-0.5": ["to-onnx", "onnx-cleanup", "factorize"],
+    "nmf-ratio-0.5": ["to-onnx", "onnx-cleanup", "factorize"],
 }
 
 

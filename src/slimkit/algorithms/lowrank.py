@@ -40,7 +40,8 @@ def _check_rank(rank: object, m: int, n: int) -> int:
     top = min(m, n)
     if isinstance(rank, bool) or not isinstance(rank, int | np.integer) or not 1 <= rank <= top:
         raise ValueError(f"rank must be an integer from 1 to {top} for a {m}x{n} matrix (max rank {top}), "
-                         f"got {rank!r}; factorizing saves parameters only up to rank {max_useful_rank(m, n)}")
+                         f"got {rank!r}; factorizing saves parameters only up to rank "
+                         f"{max_useful_rank(m, n)}")
     return int(rank)
 
 
@@ -66,7 +67,8 @@ def truncated_svd(w: np.ndarray, rank: int, *, randomized: bool | None = None,
     if randomized:
         from sklearn.utils.extmath import randomized_svd
 
-        u, s, vt = randomized_svd(x64, rank, n_oversamples=max(10, rank // 2), n_iter="auto", random_state=seed)
+        u, s, vt = randomized_svd(x64, rank, n_oversamples=max(10, rank // 2), n_iter="auto",
+                                  random_state=seed)
     else:
         u, s, vt = np.linalg.svd(x64, full_matrices=False)
         u, s, vt = u[:, :rank], s[:rank], vt[:rank]
@@ -89,7 +91,10 @@ def rank_for_energy(s: np.ndarray, energy: float) -> int:
 
 
 def rank_for_ratio(m: int, n: int, ratio: float) -> int:
-    """Largest r with r (m + n) <= ratio m n: the rank that keeps `ratio` of the dense parameter count."""
+    """Largest r with r (m + n) <= ratio m n: the rank that keeps `ratio` of the dense parameter count.
+
+    Capped at min(m, n); 0 when even rank 1 costs more than the budget (the layer is best left dense).
+    """
     _check_dims(m, n)
     if not ratio > 0:
         raise ValueError(f"ratio must be positive, got {ratio}")
@@ -99,9 +104,6 @@ def rank_for_ratio(m: int, n: int, ratio: float) -> int:
         r += 1
     while r > 0 and r * (m + n) > budget:
         r -= 1
-    if r < 1:
-        raise ValueError(f"ratio {ratio} leaves under one rank of a {m}x{n} matrix (rank 1 needs ratio >= "
-                         f"{(m + n) / (m * n):.3g})")
     return min(r, min(m, n))
 
 
@@ -128,8 +130,8 @@ def nmf(w: np.ndarray, rank: int, *, max_iter: int = 200, seed: int = 0) -> tupl
     rank = _check_rank(rank, m, n)
     lowest = float(x.min())
     if lowest < 0:
-        raise ValueError(f"NMF needs non-negative weights, but the matrix has negative entries (min {lowest:.4g}); "
-                         "use truncated_svd for signed weights")
+        raise ValueError(f"NMF needs non-negative weights, but the matrix has negative entries "
+                         f"(min {lowest:.4g}); use truncated_svd for signed weights")
     model = NMF(n_components=rank, init="nndsvda", max_iter=max_iter, random_state=seed)
     x64 = x.astype(np.float64)
     a = model.fit_transform(x64)

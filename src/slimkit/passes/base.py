@@ -112,7 +112,7 @@ def available_passes() -> dict[str, type[Pass]]:
 def _load_builtin_passes() -> None:
     import importlib
 
-    for module in ("convert", "fp16", "fusion", "quantize", "mixed_precision", "fake_quant"):
+    for module in ("convert", "fp16", "fusion", "quantize", "mixed_precision", "fake_quant", "cluster", "factorize"):
         try:
             importlib.import_module(f"slimkit.passes.{module}")
         except ModuleNotFoundError as exc:

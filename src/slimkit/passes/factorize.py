@@ -1,0 +1,243 @@
+"""Low-rank factorization: `W ≈ A·B` (truncated SVD, or NMF for non-negative weights), only where rank r
+makes the layer cheaper (r·(m+n) < m·n).
+
+ONNX: MatMul/Gemm with a constant weight -> two MatMuls; Conv (group 1) -> Conv (k×k, r filters) +
+Conv 1×1. PyTorch: nn.Linear -> two Linears; nn.Conv2d -> Conv2d (k×k, r) + Conv2d (1×1), which
+covers Hugging Face Transformers projections.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+
+from slimkit.algorithms.lowrank import max_useful_rank, nmf, rank_for_energy, rank_for_ratio, singular_values
+from slimkit.algorithms.lowrank import truncated_svd as svd_factors
+from slimkit.errors import SlimkitError
+from slimkit.models.base import ModelKind, OnnxModel, TorchModel, WorkingModel
+from slimkit.models.onnx_graph import copy_model, gemm_to_matmul, remove_unused_initializers
+from slimkit.passes.base import Context, Pass, PassConfig, PassResult, register
+from slimkit.passes.select import select_names
+
+
+class FactorizeConfig(PassConfig):
+    method: Literal["svd", "nmf"] = "svd"
+    energy: float | None = None  # keep this fraction of Σs² per layer
+    ratio: float | None = None  # parameters of the factorized layer relative to the original
+    rank: int | None = None  # a fixed rank for every layer
+    min_params: int = 4096
+    include: list[str] = []
+    exclude: list[str] = []
+
+
+def choose_rank(w2d: np.ndarray, cfg: FactorizeConfig) -> int:
+    m, n = w2d.shape
+    limit = max_useful_rank(m, n)
+    if cfg.rank is not None:
+        if cfg.rank > limit:
+            raise SlimkitError(f"factorize: rank {cfg.rank} is too large for a {m}x{n} weight",
+                               f"it only saves work below rank {limit}")
+        return cfg.rank
+    if cfg.ratio is not None:
+        return min(limit, rank_for_ratio(m, n, cfg.ratio))
+    return min(limit, rank_for_energy(singular_values(w2d), cfg.energy if cfg.energy is not None else 0.95))
+
+
+def factor(w2d: np.ndarray, rank: int, method: str, name: str = "") -> tuple[np.ndarray, np.ndarray]:
+    try:
+        if method == "nmf":
+            return nmf(w2d, rank)
+        return svd_factors(w2d, rank)
+    except ValueError as exc:
+        raise SlimkitError(f"factorize: layer '{name}': {exc}",
+                           "use method: svd, or exclude the layer with exclude: [...]") from exc
+
+
+def _validate(cfg: FactorizeConfig) -> None:
+    given = [x for x in (cfg.energy, cfg.ratio, cfg.rank) if x is not None]
+    if len(given) > 1:
+        raise SlimkitError("factorize: give only one of energy, ratio, rank", "e.g. ratio: 0.5")
+    if cfg.energy is not None and not 0 < cfg.energy <= 1:
+        raise SlimkitError(f"factorize: energy {cfg.energy} is not in (0, 1]", "e.g. energy: 0.95")
+    if cfg.ratio is not None and not 0 < cfg.ratio < 1:
+        raise SlimkitError(f"factorize: ratio {cfg.ratio} is not in (0, 1)", "e.g. ratio: 0.5")
+
+
+@register
+class Factorize(Pass):
+    name = "factorize"
+    accepts = frozenset({ModelKind.ONNX, ModelKind.TORCH})
+    returns = ModelKind.ONNX
+    Config = FactorizeConfig
+    description = "low-rank SVD / NMF of Linear/MatMul/Gemm and Conv weights"
+
+    def output_kind(self, input_kind: ModelKind) -> ModelKind:
+        return input_kind
+
+    def run(self, model: WorkingModel, ctx: Context) -> PassResult:
+        _validate(self.config)
+        if isinstance(model, TorchModel):
+            return self._run_torch(model)
+        assert isinstance(model, OnnxModel)
+        return self._run_onnx(model, ctx)
+
+    # ---- ONNX ----
+
+    def _run_onnx(self, model: OnnxModel, ctx: Context) -> PassResult:
+        proto = copy_model(model.proto)
+        gemm_to_matmul(proto)
+        inits = {t.name: t for t in proto.graph.initializer}
+        users: dict[str, int] = {}
+        for node in proto.graph.node:
+            for i in node.input:
+                users[i] = users.get(i, 0) + 1
+        candidates = {}
+        for node in proto.graph.node:
+            w = node.input[1] if len(node.input) > 1 else ""
+            if w not in inits or users.get(w, 0) != 1 or inits[w].data_type != onnx.TensorProto.FLOAT:
+                continue
+            dims = list(inits[w].dims)
+            if node.op_type == "MatMul" and len(dims) == 2:
+                candidates[node.name or w] = (node, dims)
+            elif node.op_type == "Conv" and len(dims) == 4 and _conv_group(node) == 1:
+                candidates[node.name or w] = (node, dims)
+        names = select_names([(k, int(np.prod(d))) for k, (_, d) in candidates.items()], include=self.config.include,
+                             exclude=self.config.exclude, min_params=self.config.min_params, what="layer")
+        layers: list[dict] = []
+        skipped: list[str] = []
+        replacements: dict[int, list[onnx.NodeProto]] = {}
+        for name in names:
+            node, dims = candidates[name]
+            weight = numpy_helper.to_array(inits[node.input[1]]).astype(np.float32)
+            w2d = weight if node.op_type == "MatMul" else weight.reshape(weight.shape[0], -1)
+            if self.config.method == "nmf" and w2d.min() < 0:
+                skipped.append(name)  # NMF only fits non-negative weights
+                continue
+            rank = choose_rank(w2d, self.config)
+            if rank <= 0 or rank >= max_useful_rank(*w2d.shape) + 1:
+                continue
+            a, b = factor(w2d, rank, self.config.method, name)
+            new = _split_matmul(proto, node, a, b) if node.op_type == "MatMul" else _split_conv(proto, node, a, b, weight)
+            replacements[id(node)] = new
+            m, n = w2d.shape
+            err = float(np.linalg.norm(w2d - a @ b) / max(np.linalg.norm(w2d), 1e-12))
+            layers.append({"layer": name, "op": node.op_type, "shape": list(dims), "rank": rank,
+                           "params_before": m * n, "params_after": rank * (m + n), "rel_error": err})
+        if not layers:
+            why = ("no weight matrix is non-negative, which NMF needs (use method: svd)" if skipped
+                   else "no layer gets cheaper at the requested rank")
+            return PassResult(model, {"layers": 0, "skipped": why, "skipped_negative": skipped})
+        new_nodes = []
+        for node in proto.graph.node:
+            new_nodes.extend(replacements.get(id(node), [node]))
+        del proto.graph.node[:]
+        proto.graph.node.extend(new_nodes)
+        remove_unused_initializers(proto)
+        result = OnnxModel.from_proto(proto, like=model)
+        result.ensure_file(ctx.scratch(self.name))
+        return PassResult(result, _summary(layers, self.config))
+
+    # ---- PyTorch ----
+
+    def _run_torch(self, model: TorchModel) -> PassResult:
+        import copy
+
+        import torch
+        from torch import nn
+
+        module = copy.deepcopy(model.module)
+        targets = {n: m for n, m in module.named_modules()
+                   if isinstance(m, nn.Linear) or (isinstance(m, nn.Conv2d) and m.groups == 1)}
+        skipped: list[str] = []
+        names = select_names([(n, m.weight.numel()) for n, m in targets.items()], include=self.config.include,
+                             exclude=self.config.exclude, min_params=self.config.min_params, what="layer")
+        layers = []
+        for name in names:
+            layer = targets[name]
+            weight = layer.weight.detach().cpu().numpy()
+            w2d = weight.reshape(weight.shape[0], -1)  # [out, in*kh*kw]: Linear / Conv both compute W @ x
+            if self.config.method == "nmf" and w2d.min() < 0:
+                skipped.append(name)  # NMF only fits non-negative weights
+                continue
+            rank = choose_rank(w2d, self.config)
+            if rank <= 0:
+                continue
+            a, b = factor(w2d, rank, self.config.method, name)  # w2d ≈ a @ b: first apply b, then a
+            replacement = _torch_pair(layer, a.astype(np.float32), b.astype(np.float32), torch, nn)
+            _set_submodule(module, name, replacement)
+            m, n = w2d.shape
+            layers.append({"layer": name, "op": type(layer).__name__, "shape": list(weight.shape), "rank": rank,
+                           "params_before": m * n, "params_after": rank * (m + n),
+                           "rel_error": float(np.linalg.norm(w2d - a @ b) / max(np.linalg.norm(w2d), 1e-12))})
+        result = TorchModel(module=module, input_specs=model.input_specs, example_inputs=model.example_inputs,
+                            output_names=model.output_names)
+        result.carry_over(model)
+        return PassResult(result, {**_summary(layers, self.config), "skipped_negative": skipped})
+
+
+def _summary(layers: list[dict], cfg: FactorizeConfig) -> dict:
+    before = sum(x["params_before"] for x in layers)
+    after = sum(x["params_after"] for x in layers)
+    return {"method": cfg.method, "layers": len(layers), "params_before": before, "params_after": after,
+            "flop_ratio": after / before if before else 1.0, "per_layer": layers}
+
+
+def _conv_group(node: onnx.NodeProto) -> int:
+    for attr in node.attribute:
+        if attr.name == "group":
+            return int(attr.i)
+    return 1
+
+
+def _split_matmul(proto, node, a: np.ndarray, b: np.ndarray) -> list[onnx.NodeProto]:
+    """X @ W (W: [K, N]) ≈ (X @ A) @ B with A [K, r], B [r, N]."""
+    w = node.input[1]
+    proto.graph.initializer.extend([numpy_helper.from_array(np.ascontiguousarray(a, np.float32), f"{w}__lr_a"),
+                                    numpy_helper.from_array(np.ascontiguousarray(b, np.float32), f"{w}__lr_b")])
+    mid = f"{node.output[0]}__lr_mid"
+    return [helper.make_node("MatMul", [node.input[0], f"{w}__lr_a"], [mid], name=f"{node.name}__lr1"),
+            helper.make_node("MatMul", [mid, f"{w}__lr_b"], list(node.output), name=f"{node.name}__lr2")]
+
+
+def _split_conv(proto, node, a: np.ndarray, b: np.ndarray, weight: np.ndarray) -> list[onnx.NodeProto]:
+    """Conv W [O, I, kh, kw] ≈ Conv1x1(A [O, r]) ∘ Conv_kxk(B [r, I, kh, kw]) (bias on the second)."""
+    out_ch, in_ch, kh, kw = weight.shape
+    rank = a.shape[1]
+    w = node.input[1]
+    first = b.reshape(rank, in_ch, kh, kw).astype(np.float32)
+    second = a.reshape(out_ch, rank, 1, 1).astype(np.float32)
+    proto.graph.initializer.extend([numpy_helper.from_array(first, f"{w}__lr_kxk"),
+                                    numpy_helper.from_array(second, f"{w}__lr_1x1")])
+    mid = f"{node.output[0]}__lr_mid"
+    conv1 = helper.make_node("Conv", [node.input[0], f"{w}__lr_kxk"], [mid], name=f"{node.name}__lr1")
+    conv1.attribute.extend(node.attribute)
+    inputs2 = [mid, f"{w}__lr_1x1"] + ([node.input[2]] if len(node.input) > 2 and node.input[2] else [])
+    conv2 = helper.make_node("Conv", inputs2, list(node.output), name=f"{node.name}__lr2", kernel_shape=[1, 1])
+    return [conv1, conv2]
+
+
+def _torch_pair(layer, a, b, torch, nn):
+    if isinstance(layer, nn.Linear):
+        first = nn.Linear(layer.in_features, b.shape[0], bias=False)
+        second = nn.Linear(b.shape[0], layer.out_features, bias=layer.bias is not None)
+        first.weight.data = torch.from_numpy(b)
+        second.weight.data = torch.from_numpy(a)
+    else:
+        rank = b.shape[0]
+        first = nn.Conv2d(layer.in_channels, rank, layer.kernel_size, stride=layer.stride, padding=layer.padding,
+                          dilation=layer.dilation, bias=False, padding_mode=layer.padding_mode)
+        second = nn.Conv2d(rank, layer.out_channels, 1, bias=layer.bias is not None)
+        first.weight.data = torch.from_numpy(b.reshape(rank, layer.in_channels, *layer.kernel_size))
+        second.weight.data = torch.from_numpy(a.reshape(layer.out_channels, rank, 1, 1))
+    if layer.bias is not None:
+        second.bias.data = layer.bias.detach().clone()
+    return nn.Sequential(first, second)
+
+
+def _set_submodule(root, dotted: str, new) -> None:
+    parent_name, _, child = dotted.rpartition(".")
+    parent = root.get_submodule(parent_name) if parent_name else root
+    setattr(parent, child, new)
