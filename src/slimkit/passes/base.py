@@ -113,8 +113,4 @@ def _load_builtin_passes() -> None:
     import importlib
 
     for module in ("convert", "fp16", "fusion", "quantize", "mixed_precision", "fake_quant", "cluster", "factorize"):
-        try:
-            importlib.import_module(f"slimkit.passes.{module}")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"slimkit.passes.{module}":
-                raise
+        importlib.import_module(f"slimkit.passes.{module}")
