@@ -176,3 +176,19 @@ def test_cluster_minilm_embeddings_included(minilm_onnx, tmp_path):
     data = text_data(sentences("eval", 16), model, batch_size=8, seq_len=64)
     ev = Evaluator(data, reference=model, like=model, latency_runs=2, latency_seconds=0.01)
     assert ev.measure(result.model, latency=False).fidelity["cosine_mean"] >= 0.995
+
+
+def test_cluster_refuses_nan_weights_with_one_line(tmp_path):
+    from onnx import TensorProto, helper, numpy_helper
+
+    w = np.random.default_rng(0).standard_normal((64, 128)).astype(np.float32)
+    w[3, 5] = np.nan
+    graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"], name="mm")], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 64])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 128])],
+                              [numpy_helper.from_array(w, "w")])
+    path = tmp_path / "nan.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    model = load(path)
+    with pytest.raises(SlimkitError, match="weight 'w'.*NaN"):
+        get_pass("cluster")({"k": 16}).run(model, Context(workdir=tmp_path / "w"))
