@@ -16,7 +16,6 @@ import argparse
 import gzip
 import json
 import os
-import statistics
 import sys
 import tempfile
 import time
@@ -26,11 +25,11 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import numpy as np  # noqa: E402
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
-from slimkit.algorithms.lowrank import rank_for_ratio, truncated_svd  # noqa: E402
 
+from slimkit.algorithms.lowrank import rank_for_ratio, truncated_svd  # noqa: E402
 from slimkit.data import load_data, text_data  # noqa: E402
 from slimkit.evaluate.fidelity import accuracy, compare_outputs  # noqa: E402
-from slimkit.evaluate.latency import time_calls  # noqa: E402
+from slimkit.evaluate.measure import compare_latency  # noqa: E402
 from slimkit.evaluate.runners import make_runner  # noqa: E402
 from slimkit.models.base import OnnxModel  # noqa: E402
 from slimkit.models.loading import load  # noqa: E402
@@ -41,13 +40,7 @@ from slimkit.zoo import minilm_path, sentences, trained_digits_model  # noqa: E4
 
 
 def interleaved(models: dict, feed: dict, rounds: int, seconds: float, threads: int) -> dict:
-    runners = {k: make_runner(m, threads) for k, m in models.items()}
-    per: dict[str, list[float]] = {k: [] for k in runners}
-    for _ in range(rounds):
-        for k, r in runners.items():
-            per[k].append(float(np.median(time_calls(lambda r=r: r.run(feed), warmup=3, runs=10,
-                                                     min_seconds=seconds))))
-    return {k: statistics.median(v) for k, v in per.items()}
+    return compare_latency(models, feed, threads=threads, rounds=rounds, min_seconds=seconds)
 
 
 def fidelity(reference_model, model, data, threads) -> dict:

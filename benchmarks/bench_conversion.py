@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -21,9 +20,7 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 from slimkit.data import text_data  # noqa: E402
-from slimkit.evaluate.latency import time_calls  # noqa: E402
-from slimkit.evaluate.measure import Evaluator  # noqa: E402
-from slimkit.evaluate.runners import make_runner  # noqa: E402
+from slimkit.evaluate.measure import Evaluator, compare_latency  # noqa: E402
 from slimkit.models.loading import load  # noqa: E402
 from slimkit.passes.base import Context  # noqa: E402
 from slimkit.pipeline import load_recipe, run_pipeline  # noqa: E402
@@ -47,24 +44,13 @@ def convert_all(torch_model, ctx, tflite: bool) -> tuple[dict, dict]:
     return artifacts, seconds
 
 
-def interleaved_p50(runners: dict, feed: dict, rounds: int, seconds_per_round: float) -> dict[str, float]:
-    """Median over rounds of each runtime's per-round p50 (ms); runtimes alternate within a round."""
-    per_round: dict[str, list[float]] = {name: [] for name in runners}
-    for _ in range(rounds):
-        for name, runner in runners.items():
-            times = time_calls(lambda r=runner: r.run(feed), warmup=3, runs=10, min_seconds=seconds_per_round)
-            per_round[name].append(float(sorted(times)[len(times) // 2]))
-    return {name: statistics.median(values) for name, values in per_round.items()}
-
-
 def bench_model(title, torch_model, data, ctx, *, tflite, rounds, seconds_per_round, threads) -> dict:
     artifacts, conv_seconds = convert_all(torch_model, ctx, tflite)
     evaluator = Evaluator(data, reference=torch_model, threads=threads, batch_size=1)
     fidelity = {name: evaluator.measure(model, latency=False).fidelity for name, model in artifacts.items()}
-    runners = {"pytorch": make_runner(torch_model, threads)}
-    runners.update({name: make_runner(model, threads) for name, model in artifacts.items()})
     feed = evaluator.dataset.batches[0].feed
-    p50 = interleaved_p50(runners, feed, rounds, seconds_per_round)
+    p50 = compare_latency({"pytorch": torch_model, **artifacts}, feed, threads=threads, rounds=rounds,
+                          min_seconds=seconds_per_round)
     return {
         "model": title,
         "p50_ms": p50,

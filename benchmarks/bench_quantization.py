@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import sys
 import tempfile
 import time
@@ -26,7 +25,7 @@ import numpy as np  # noqa: E402
 
 from slimkit.data import load_data, text_data  # noqa: E402
 from slimkit.evaluate.fidelity import accuracy, compare_outputs  # noqa: E402
-from slimkit.evaluate.latency import time_calls  # noqa: E402
+from slimkit.evaluate.measure import compare_latency  # noqa: E402
 from slimkit.evaluate.runners import OrtRunner  # noqa: E402
 from slimkit.models.base import OnnxModel  # noqa: E402
 from slimkit.models.loading import load  # noqa: E402
@@ -48,13 +47,7 @@ def ort_quantize_dynamic(model: OnnxModel, per_channel: bool) -> OnnxModel:
 
 
 def interleaved(models: dict[str, OnnxModel], feed: dict, rounds: int, seconds: float, threads: int) -> dict:
-    runners = {k: OrtRunner(m, threads) for k, m in models.items()}
-    per: dict[str, list[float]] = {k: [] for k in runners}
-    for _ in range(rounds):
-        for k, r in runners.items():
-            per[k].append(float(np.median(time_calls(lambda r=r: r.run(feed), warmup=3, runs=10,
-                                                     min_seconds=seconds))))
-    return {k: statistics.median(v) for k, v in per.items()}
+    return compare_latency(models, feed, threads=threads, rounds=rounds, min_seconds=seconds)
 
 
 def minilm(args) -> dict:

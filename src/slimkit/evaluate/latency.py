@@ -36,3 +36,18 @@ def summarize(times_ms: np.ndarray, batch_size: int) -> dict:
         "runs": int(len(times_ms)),
         "throughput_per_s": float(batch_size * 1000.0 / p50) if p50 > 0 else None,
     }
+
+
+def interleaved_p50(calls: dict[str, Callable[[], object]], *, rounds: int = 7, min_seconds: float = 0.3,
+                    runs: int = 10, warmup: int = 3) -> dict[str, float]:
+    """Median over rounds of each call's p50 (ms), the calls taking turns within each round.
+
+    Comparing models one after the other lets machine noise land on one of them; taking turns spreads
+    it over all, which is what makes a ratio from a shared machine trustworthy.
+    """
+    per_round: dict[str, list[float]] = {name: [] for name in calls}
+    for _ in range(rounds):
+        for name, call in calls.items():
+            times = time_calls(call, warmup=warmup, runs=runs, min_seconds=min_seconds)
+            per_round[name].append(float(np.median(times)))
+    return {name: float(np.median(values)) for name, values in per_round.items()}

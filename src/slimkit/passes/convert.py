@@ -20,6 +20,7 @@ from slimkit.models.base import (
     WorkingModel,
     save_onnx,
 )
+from slimkit.models.onnx_graph import copy_model
 from slimkit.models.wrappers import NamedInputs
 from slimkit.passes.base import Context, Pass, PassConfig, PassResult, register
 
@@ -178,8 +179,7 @@ def _quiet_torch_logs():
 
 
 class CleanupConfig(PassConfig):
-    # onnxslim folds constants, removes dead nodes and fuses simple patterns.
-    keep_if_slower: bool = False
+    """No options: onnxslim folds constants, removes dead nodes and fuses simple patterns."""
 
 
 @register
@@ -202,7 +202,7 @@ class OnnxCleanup(Pass):
         try:
             with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                slim = onnxslim.slim(_copy_proto(model.proto))
+                slim = onnxslim.slim(copy_model(model.proto))
         except Exception as exc:
             return PassResult(model, {"skipped": f"onnxslim failed: {_first_line(exc)}"})
         cleaned = OnnxModel.from_proto(slim, like=model)
@@ -212,14 +212,6 @@ class OnnxCleanup(Pass):
         except SlimkitError as exc:
             return PassResult(model, {"skipped": f"cleaned graph does not load: {exc.problem[:200]}"})
         return PassResult(cleaned, {"nodes_before": before, "nodes_after": len(slim.graph.node)})
-
-
-def _copy_proto(proto):
-    import onnx
-
-    copy = onnx.ModelProto()
-    copy.CopyFrom(proto)
-    return copy
 
 
 class ToOpenVinoConfig(PassConfig):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import warnings
 
 from slimkit.models.base import ModelKind, OnnxModel, WorkingModel
+from slimkit.models.onnx_graph import copy_model
 from slimkit.passes.base import Context, Pass, PassConfig, PassResult, register
 
 
@@ -34,18 +35,10 @@ class Fp16(Pass):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             converted = convert_float_to_float16(
-                _copy(model.proto), keep_io_types=self.config.keep_io_types, op_block_list=block,
+                copy_model(model.proto), keep_io_types=self.config.keep_io_types, op_block_list=block,
                 disable_shape_infer=False,
             )
         result = OnnxModel.from_proto(converted, like=model)
         result.ensure_file(ctx.scratch("fp16"))
         kept = sorted({n.op_type for n in converted.graph.node if n.op_type in block})
         return PassResult(result, {"kept_fp32_ops": kept, "keep_io_types": self.config.keep_io_types})
-
-
-def _copy(proto):
-    import onnx
-
-    copy = onnx.ModelProto()
-    copy.CopyFrom(proto)
-    return copy

@@ -21,7 +21,7 @@ from onnx import helper
 
 from slimkit.data import generate_data
 from slimkit.evaluate.fidelity import rowwise_cosine
-from slimkit.evaluate.latency import time_calls
+from slimkit.evaluate.latency import interleaved_p50
 from slimkit.evaluate.runners import OrtRunner
 from slimkit.models.base import ModelKind, OnnxModel, WorkingModel
 from slimkit.passes.base import Context, Pass, PassConfig, PassResult, register
@@ -158,9 +158,6 @@ def compare_fused(original: OnnxModel, fused: OnnxModel, ctx: Context) -> tuple[
         cosine = min(cosine, float(rowwise_cosine(ref.run(feed)[0], cand.run(feed)[0]).min()))
     timing = generate_data(original.input_specs, batch_size=ctx.batch_size, seq_len=ctx.seq_len, shapes=ctx.shapes)
     feed = timing.batches[0].feed
-    p50 = {}
-    for _ in range(2):  # alternate to share machine noise
-        for name, runner in (("ref", ref), ("cand", cand)):
-            times = time_calls(lambda r=runner: r.run(feed), warmup=2, runs=10, min_seconds=0.2)
-            p50.setdefault(name, []).append(float(np.median(times)))
-    return cosine, float(np.median(p50["cand"]) / np.median(p50["ref"]))
+    p50 = interleaved_p50({"ref": lambda: ref.run(feed), "cand": lambda: cand.run(feed)}, rounds=2,
+                          min_seconds=0.2, warmup=2)
+    return cosine, p50["cand"] / p50["ref"]
