@@ -192,3 +192,34 @@ def test_cluster_refuses_nan_weights_with_one_line(tmp_path):
     model = load(path)
     with pytest.raises(SlimkitError, match="weight 'w'.*NaN"):
         get_pass("cluster")({"k": 16}).run(model, Context(workdir=tmp_path / "w"))
+
+
+def test_data_aware_rank_search_meets_layer_cosine(digits, tmp_path):
+    """min_cosine picks, per layer, the smallest rank whose outputs on real inputs keep that cosine."""
+    from slimkit.algorithms.lowrank import rank_for_output_cosine
+
+    torch_model, onnx_model = digits["mlp"]
+    ctx = Context(data="sklearn:digits", workdir=tmp_path)
+    loose = get_pass("factorize")({"min_cosine": 0.95, "min_params": 1000}).run(onnx_model, ctx)
+    strict = get_pass("factorize")({"min_cosine": 0.995, "min_params": 1000}).run(onnx_model, ctx)
+    loose_ranks = {r["layer"]: r["rank"] for r in loose.stats["per_layer"]}
+    strict_ranks = {r["layer"]: r["rank"] for r in strict.stats["per_layer"]}
+    assert loose_ranks and all(loose_ranks[k] <= strict_ranks.get(k, 10**9) for k in loose_ranks)
+    assert sum(loose_ranks.values()) < sum(strict_ranks.values()) or len(strict_ranks) < len(loose_ranks)
+    # the same search in PyTorch (inputs captured with hooks) chooses the same ranks as in ONNX
+    torch_ranks = get_pass("factorize")({"min_cosine": 0.95, "min_params": 1000}).run(torch_model, ctx).stats
+    assert sorted(r["rank"] for r in torch_ranks["per_layer"]) == sorted(loose_ranks.values())
+    # the numeric rule itself: the chosen rank meets the target and one less does not
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal((64, 48)) @ np.diag(np.linspace(1, 0.01, 48)) @ rng.standard_normal((48, 48))
+    x = rng.standard_normal((200, 64))
+    r = rank_for_output_cosine(w, x, 0.99, max_rank=47)
+    u, sv, vt = np.linalg.svd(w, full_matrices=False)
+
+    def mean_cos(rank):
+        ref, approx = x @ w, (x @ u[:, :rank] * sv[:rank]) @ vt[:rank]
+        return float(np.mean((ref * approx).sum(1) / np.linalg.norm(ref, axis=1) / np.linalg.norm(approx, axis=1)))
+
+    assert 0 < r < 47 and mean_cos(r) >= 0.99 > mean_cos(r - 1)
+    with pytest.raises(SlimkitError, match="need data"):
+        get_pass("factorize")({"min_cosine": 0.95}).run(onnx_model, Context(workdir=tmp_path / "nodata"))

@@ -150,3 +150,37 @@ def reconstruction_error(w: np.ndarray, a: np.ndarray, b: np.ndarray) -> float:
     if norm == 0:
         return 0.0 if residual == 0 else math.inf
     return residual / norm
+
+
+def rank_for_output_cosine(w: np.ndarray, x: np.ndarray, min_cosine: float, *, max_rank: int | None = None) -> int:
+    """Smallest rank whose factorization keeps the layer's outputs on real inputs `x` at `min_cosine`.
+
+    `w` is [in, out] (outputs are x @ w), `x` is [samples, in]. Data-aware: directions of W the inputs
+    never excite cost nothing to drop. Bisection over ranks (the output error shrinks as rank grows);
+    returns 0 when even `max_rank` misses the target (the layer is best left dense).
+    """
+    w = _matrix(w).astype(np.float64)
+    x = np.asarray(x, dtype=np.float64).reshape(-1, w.shape[0])
+    limit = max_rank if max_rank is not None else max_useful_rank(*w.shape)
+    if limit <= 0:
+        return 0
+    u, s, vt = np.linalg.svd(w, full_matrices=False)
+    reference = x @ w
+    xu = x @ u  # [samples, min(in, out)]: the rank-r output is (xu[:, :r] * s[:r]) @ vt[:r]
+
+    def cosine(rank: int) -> float:
+        approx = (xu[:, :rank] * s[:rank]) @ vt[:rank]
+        num = (reference * approx).sum(1)
+        den = np.linalg.norm(reference, axis=1) * np.linalg.norm(approx, axis=1)
+        return float(np.mean(np.where(den > 0, num / np.maximum(den, 1e-30), 1.0)))
+
+    if cosine(limit) < min_cosine:
+        return 0
+    lo, hi = 0, limit  # cosine(hi) meets the target
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if cosine(mid) >= min_cosine:
+            hi = mid
+        else:
+            lo = mid
+    return hi

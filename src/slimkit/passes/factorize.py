@@ -14,7 +14,14 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from slimkit.algorithms.lowrank import max_useful_rank, nmf, rank_for_energy, rank_for_ratio, singular_values
+from slimkit.algorithms.lowrank import (
+    max_useful_rank,
+    nmf,
+    rank_for_energy,
+    rank_for_output_cosine,
+    rank_for_ratio,
+    singular_values,
+)
 from slimkit.algorithms.lowrank import truncated_svd as svd_factors
 from slimkit.errors import SlimkitError
 from slimkit.models.base import ModelKind, OnnxModel, TorchModel, WorkingModel
@@ -28,14 +35,21 @@ class FactorizeConfig(PassConfig):
     energy: float | None = None  # keep this fraction of Σs² per layer
     ratio: float | None = None  # parameters of the factorized layer relative to the original
     rank: int | None = None  # a fixed rank for every layer
+    # Data-aware sensitivity search: per layer, the smallest rank keeping the layer's output cosine on
+    # the pass's data (--data) at this value; layers that cannot meet it stay dense.
+    min_cosine: float | None = None
+    samples: int = 64
     min_params: int = 4096
     include: list[str] = []
     exclude: list[str] = []
 
 
-def choose_rank(w2d: np.ndarray, cfg: FactorizeConfig) -> int:
+def choose_rank(w2d: np.ndarray, cfg: FactorizeConfig, inputs: np.ndarray | None = None) -> int:
+    """Rank for one layer. `w2d` is [out, in] (torch) or [in, out] (ONNX MatMul); `inputs` match its rows."""
     m, n = w2d.shape
     limit = max_useful_rank(m, n)
+    if cfg.min_cosine is not None:
+        return rank_for_output_cosine(w2d, inputs, cfg.min_cosine)
     if cfg.rank is not None:
         if cfg.rank > limit:
             raise SlimkitError(f"factorize: rank {cfg.rank} is too large for a {m}x{n} weight",
@@ -57,9 +71,9 @@ def factor(w2d: np.ndarray, rank: int, method: str, name: str = "") -> tuple[np.
 
 
 def _validate(cfg: FactorizeConfig) -> None:
-    given = [x for x in (cfg.energy, cfg.ratio, cfg.rank) if x is not None]
+    given = [x for x in (cfg.energy, cfg.ratio, cfg.rank, cfg.min_cosine) if x is not None]
     if len(given) > 1:
-        raise SlimkitError("factorize: give only one of energy, ratio, rank", "e.g. ratio: 0.5")
+        raise SlimkitError("factorize: give only one of energy, ratio, rank, min_cosine", "e.g. ratio: 0.5")
     if cfg.energy is not None and not 0 < cfg.energy <= 1:
         raise SlimkitError(f"factorize: energy {cfg.energy} is not in (0, 1]", "e.g. energy: 0.95")
     if cfg.ratio is not None and not 0 < cfg.ratio < 1:
@@ -80,7 +94,7 @@ class Factorize(Pass):
     def run(self, model: WorkingModel, ctx: Context) -> PassResult:
         _validate(self.config)
         if isinstance(model, TorchModel):
-            return self._run_torch(model)
+            return self._run_torch(model, ctx)
         assert isinstance(model, OnnxModel)
         return self._run_onnx(model, ctx)
 
@@ -109,6 +123,7 @@ class Factorize(Pass):
         layers: list[dict] = []
         skipped: list[str] = []
         replacements: dict[int, list[onnx.NodeProto]] = {}
+        inputs = self._onnx_layer_inputs(model, [candidates[n][0] for n in names], ctx)
         for name in names:
             node, dims = candidates[name]
             weight = numpy_helper.to_array(inits[node.input[1]]).astype(np.float32)
@@ -116,7 +131,10 @@ class Factorize(Pass):
             if self.config.method == "nmf" and w2d.min() < 0:
                 skipped.append(name)  # NMF only fits non-negative weights
                 continue
-            rank = choose_rank(w2d, self.config)
+            if self.config.min_cosine is not None and node.op_type != "MatMul":
+                skipped.append(name)  # data-aware ranks are computed for MatMul/Linear layers only
+                continue
+            rank = choose_rank(w2d, self.config, inputs.get(node.input[0]))
             if rank <= 0 or rank >= max_useful_rank(*w2d.shape) + 1:
                 continue
             a, b = factor(w2d, rank, self.config.method, name)
@@ -140,9 +158,32 @@ class Factorize(Pass):
         result.ensure_file(ctx.scratch(self.name))
         return PassResult(result, _summary(layers, self.config))
 
+    def _onnx_layer_inputs(self, model: OnnxModel, nodes: list, ctx: Context) -> dict[str, np.ndarray]:
+        """The activations entering each MatMul on the pass's data (for data-aware ranks), as [rows, in]."""
+        if self.config.min_cosine is None:
+            return {}
+        from slimkit.data import load_data
+        from slimkit.evaluate.runners import OrtRunner
+
+        data = _calibration(ctx)
+        probe = copy_model(model.proto)
+        wanted = sorted({n.input[0] for n in nodes if n.op_type == "MatMul"})
+        existing = {o.name for o in probe.graph.output}
+        probe.graph.output.extend(helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None)
+                                  for name in wanted if name not in existing)
+        runner = OrtRunner(OnnxModel.from_proto(probe), ctx.threads)
+        names = [o.name for o in runner.session.get_outputs()]
+        collected: dict[str, list[np.ndarray]] = {name: [] for name in wanted}
+        for batch in load_data(data, model, batch_size=8, seq_len=ctx.seq_len, shapes=ctx.shapes,
+                               max_samples=self.config.samples):
+            for name, value in zip(names, runner.session.run(None, batch.feed), strict=True):
+                if name in collected:
+                    collected[name].append(value.reshape(-1, value.shape[-1]))
+        return {name: np.concatenate(parts) for name, parts in collected.items() if parts}
+
     # ---- PyTorch ----
 
-    def _run_torch(self, model: TorchModel) -> PassResult:
+    def _run_torch(self, model: TorchModel, ctx: Context) -> PassResult:
         import copy
 
         import torch
@@ -155,6 +196,7 @@ class Factorize(Pass):
         names = select_names([(n, m.weight.numel()) for n, m in targets.items()], include=self.config.include,
                              exclude=self.config.exclude, min_params=self.config.min_params, what="layer")
         layers = []
+        inputs = self._torch_layer_inputs(model, module, {n: targets[n] for n in names}, ctx)
         for name in names:
             layer = targets[name]
             weight = layer.weight.detach().cpu().numpy()
@@ -162,7 +204,13 @@ class Factorize(Pass):
             if self.config.method == "nmf" and w2d.min() < 0:
                 skipped.append(name)  # NMF only fits non-negative weights
                 continue
-            rank = choose_rank(w2d, self.config)
+            if self.config.min_cosine is not None:
+                if name not in inputs:
+                    skipped.append(name)  # data-aware ranks are computed for MatMul/Linear layers only
+                    continue
+                rank = rank_for_output_cosine(w2d.T, inputs[name], self.config.min_cosine)
+            else:
+                rank = choose_rank(w2d, self.config)
             if rank <= 0:
                 continue
             a, b = factor(w2d, rank, self.config.method, name)  # w2d ≈ a @ b: first apply b, then a
@@ -176,6 +224,40 @@ class Factorize(Pass):
                             output_names=model.output_names)
         result.carry_over(model)
         return PassResult(result, {**_summary(layers, self.config), "skipped_negative": skipped})
+
+
+    def _torch_layer_inputs(self, model: TorchModel, module, layers: dict, ctx: Context) -> dict[str, np.ndarray]:
+        """Inputs of each Linear on the pass's data, captured with forward pre-hooks, as [rows, in]."""
+        if self.config.min_cosine is None:
+            return {}
+        import torch
+        from torch import nn
+
+        from slimkit.data import load_data
+
+        data = _calibration(ctx)
+        collected: dict[str, list[np.ndarray]] = {}
+        hooks = []
+        for name, layer in layers.items():
+            if isinstance(layer, nn.Linear):
+                def grab(_mod, args, name=name):
+                    collected.setdefault(name, []).append(args[0].detach().reshape(-1, args[0].shape[-1]).numpy())
+                hooks.append(layer.register_forward_pre_hook(grab))
+        try:
+            with torch.inference_mode():
+                for batch in load_data(data, model, batch_size=8, seq_len=ctx.seq_len, shapes=ctx.shapes,
+                                       max_samples=self.config.samples):
+                    module(**{k: torch.from_numpy(v) for k, v in batch.feed.items()})
+        finally:
+            for hook in hooks:
+                hook.remove()
+        return {name: np.concatenate(parts) for name, parts in collected.items()}
+
+
+def _calibration(ctx: Context):
+    if ctx.data is None:
+        raise SlimkitError("factorize: min_cosine ranks need data", "pass --data with representative samples")
+    return ctx.data
 
 
 def _summary(layers: list[dict], cfg: FactorizeConfig) -> dict:
