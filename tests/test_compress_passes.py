@@ -223,3 +223,28 @@ def test_data_aware_rank_search_meets_layer_cosine(digits, tmp_path):
     assert 0 < r < 47 and mean_cos(r) >= 0.99 > mean_cos(r - 1)
     with pytest.raises(SlimkitError, match="need data"):
         get_pass("factorize")({"min_cosine": 0.95}).run(onnx_model, Context(workdir=tmp_path / "nodata"))
+
+
+@pytest.mark.parametrize("name", ["mlp", "cnn"])
+def test_per_channel_codebooks_onnx_matches_torch_and_beats_per_tensor(digits, name, tmp_path):
+    torch_model, onnx_model = digits[name]
+    cfg = {"k": 4, "min_params": 1000}
+    errors = {}
+    for per_channel in (False, True):
+        result = get_pass("cluster")({**cfg, "per_channel": per_channel}).run(
+            onnx_model, Context(workdir=tmp_path / f"o{per_channel}"))
+        errors[per_channel] = sum(layer["mse"] * layer["params"] for layer in result.stats["per_layer"])
+        original, measured = evaluate(onnx_model, result.model)
+        assert measured.fidelity["cosine_mean"] > 0.5
+    assert errors[True] < errors[False]  # a codebook per channel fits better than one per tensor
+    # PyTorch per-channel clustering gives the same function as the ONNX one (same weights, same K)
+    t = get_pass("cluster")({**cfg, "per_channel": True}).run(torch_model, Context(workdir=tmp_path / "t")).model
+    o = get_pass("cluster")({**cfg, "per_channel": True}).run(onnx_model, Context(workdir=tmp_path / "o2")).model
+    x = digits_arrays("test", image=name == "cnn")[0][:16]
+    with torch.inference_mode():
+        expected = t.module(torch.from_numpy(x)).numpy()
+    got = OrtRunner(o, 2).run({onnx_model.input_specs[0].name: x})[0]
+    assert np.abs(expected - got).max() < 1e-3 * max(1.0, float(np.abs(expected).max()))
+    for param_name in t.metadata["clustered"]["weights"]:
+        w = t.module.get_parameter(param_name).detach().reshape(t.module.get_parameter(param_name).shape[0], -1)
+        assert all(torch.unique(row).numel() <= 4 for row in w)

@@ -16,7 +16,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from slimkit.algorithms.kmeans1d import kmeans1d
+from slimkit.algorithms.kmeans1d import kmeans1d, kmeans1d_per_channel
 from slimkit.errors import SlimkitError
 from slimkit.models.base import ModelKind, OnnxModel, TorchModel, WorkingModel
 from slimkit.models.onnx_graph import copy_model, remove_unused_initializers
@@ -30,14 +30,18 @@ class ClusterConfig(PassConfig):
     k: int = 256
     init: Literal["optimal", "linear", "density", "kmeans++"] = "optimal"
     min_params: int = 4096
+    # One codebook per output channel (K floats each): finer sharing, worth it for small K.
+    per_channel: bool = False
     include: list[str] = []
     exclude: list[str] = []
 
 
-def cluster_values(name: str, values: np.ndarray, k: int, init: str):
-    """kmeans1d with its ValueErrors (NaN/Inf, too few distinct values) turned into one clear line."""
+def cluster_values(name: str, values: np.ndarray, k: int, init: str, per_channel: bool = False):
+    """kmeans1d (per tensor, or per row of a [channels, ...] array) with its ValueErrors turned into one line."""
     try:
-        return kmeans1d(values, k, init=init)
+        if per_channel:
+            return kmeans1d_per_channel(values.reshape(values.shape[0], -1), k, axis=0, init=init)
+        return kmeans1d(values.reshape(-1), k, init=init)
     except ValueError as exc:
         raise SlimkitError(f"cluster: weight '{name}': {exc}", "exclude it with exclude: [...] or lower k") from exc
 
@@ -72,7 +76,7 @@ class Cluster(Pass):
         for node in proto.graph.node:
             index = _WEIGHT_OPS.get(node.op_type)
             if index is not None and len(node.input) > index and node.input[index] in inits:
-                consumers[node.input[index]] = node.op_type
+                consumers[node.input[index]] = node
         candidates = [(n, int(np.prod(inits[n].dims))) for n in consumers
                       if inits[n].data_type == onnx.TensorProto.FLOAT and len(inits[n].dims) >= 2]
         names = select_names(candidates, include=self.config.include, exclude=self.config.exclude,
@@ -81,10 +85,14 @@ class Cluster(Pass):
         layers, new_nodes = [], []
         for name in names:
             weight = numpy_helper.to_array(inits[name])
-            centroids, labels, inertia = cluster_values(name, weight.reshape(-1), self.config.k, self.config.init)
-            new_nodes += codebook_subgraph(proto, name, weight.shape, centroids.astype(np.float32), labels)
+            axis = output_channel_axis(consumers[name]) if self.config.per_channel else 0
+            moved = np.moveaxis(weight, axis, 0)
+            centroids, labels, inertia = cluster_values(name, moved, self.config.k, self.config.init,
+                                                        self.config.per_channel)
+            new_nodes += codebook_subgraph(proto, name, weight.shape, centroids.astype(np.float32), labels,
+                                           channel_axis=axis if self.config.per_channel else None)
             proto.graph.initializer.remove(inits[name])
-            layers.append({"weight": name, "params": int(weight.size), "op": consumers[name],
+            layers.append({"weight": name, "params": int(weight.size), "op": consumers[name].op_type,
                            "mse": float(inertia / weight.size)})
         for node in reversed(new_nodes):
             proto.graph.node.insert(0, node)
@@ -95,6 +103,7 @@ class Cluster(Pass):
         after = proto.SerializeToString()
         return PassResult(result, {
             "k": self.config.k, "index_bits": 4 if self.config.k <= 16 else 8, "layers": len(layers),
+            "per_channel": self.config.per_channel,
             "params_clustered": sum(x["params"] for x in layers),
             "file_bytes_before": len(before), "file_bytes_after": len(after),
             "gzip_bytes_before": len(gzip.compress(before, 6)), "gzip_bytes_after": len(gzip.compress(after, 6)),
@@ -113,9 +122,14 @@ class Cluster(Pass):
         layers = []
         with torch.no_grad():
             for name in names:
-                w = params[name].detach().cpu().numpy()
-                centroids, labels, inertia = cluster_values(name, w.reshape(-1), self.config.k, self.config.init)
-                shared = centroids[labels.astype(np.int64)].reshape(w.shape).astype(np.float32)
+                w = params[name].detach().cpu().numpy()  # [out, in, ...]: axis 0 is the output channel
+                centroids, labels, inertia = cluster_values(name, w, self.config.k, self.config.init,
+                                                            self.config.per_channel)
+                if self.config.per_channel:
+                    shared = np.take_along_axis(centroids, labels.astype(np.int64), axis=1)
+                else:
+                    shared = centroids[labels.astype(np.int64)]
+                shared = shared.reshape(w.shape).astype(np.float32)
                 params[name].copy_(torch.from_numpy(shared))
                 layers.append({"weight": name, "params": int(w.size), "mse": float(inertia / w.size)})
         result = TorchModel(module=module, input_specs=model.input_specs, example_inputs=model.example_inputs,
@@ -126,11 +140,23 @@ class Cluster(Pass):
                                    "params_clustered": sum(x["params"] for x in layers), "per_layer": layers})
 
 
+def output_channel_axis(node: onnx.NodeProto) -> int:
+    """Where a stored weight's output channels are: MatMul (and Gemm without transB) weights are [in, out]."""
+    if node.op_type == "MatMul":
+        return 1
+    if node.op_type == "Gemm":
+        trans_b = next((a.i for a in node.attribute if a.name == "transB"), 0)
+        return 0 if trans_b else 1
+    return 0
+
+
 def codebook_subgraph(proto: onnx.ModelProto, name: str, shape: tuple[int, ...], centroids: np.ndarray,
-                      labels: np.ndarray) -> list[onnx.NodeProto]:
+                      labels: np.ndarray, channel_axis: int | None = None) -> list[onnx.NodeProto]:
     """Add codebook + index initializers for `name` and return the nodes that rebuild it.
 
     K <= 16: two 4-bit indices per byte (first index in the high nibble); otherwise one uint8 per index.
+    Per-channel (`channel_axis` set): `centroids` is [C, K] and `labels` follow the weight with that axis
+    moved first; the values come from GatherElements and are moved back with a Transpose.
     """
     n = int(np.prod(shape))
     labels = labels.reshape(-1).astype(np.uint8)
@@ -168,12 +194,27 @@ def codebook_subgraph(proto: onnx.ModelProto, name: str, shape: tuple[int, ...],
         proto.graph.initializer.append(numpy_helper.from_array(labels, f"{name}__indices"))
         nodes.append(helper.make_node("Cast", [f"{name}__indices"], [f"{name}__idx32"], to=onnx.TensorProto.INT32))
         index = f"{name}__idx32"
-    shape_name = f"{name}__shape"
-    proto.graph.initializer.append(numpy_helper.from_array(np.array(shape, np.int64), shape_name))
-    nodes += [
-        helper.make_node("Gather", [book, index], [f"{name}__values"], axis=0),
-        helper.make_node("Reshape", [f"{name}__values", shape_name], [name]),
-    ]
+    if channel_axis is None:
+        shape_name = f"{name}__shape"
+        proto.graph.initializer.append(numpy_helper.from_array(np.array(shape, np.int64), shape_name))
+        nodes += [
+            helper.make_node("Gather", [book, index], [f"{name}__values"], axis=0),
+            helper.make_node("Reshape", [f"{name}__values", shape_name], [name]),
+        ]
+    else:
+        moved = (shape[channel_axis],) + tuple(d for i, d in enumerate(shape) if i != channel_axis)
+        perm = list(range(1, len(shape)))
+        perm.insert(channel_axis, 0)  # inverse of moving channel_axis to the front
+        proto.graph.initializer.extend([
+            numpy_helper.from_array(np.array([moved[0], -1], np.int64), f"{name}__rows"),
+            numpy_helper.from_array(np.array(moved, np.int64), f"{name}__moved"),
+        ])
+        nodes += [
+            helper.make_node("Reshape", [index, f"{name}__rows"], [f"{name}__idx2d"]),
+            helper.make_node("GatherElements", [book, f"{name}__idx2d"], [f"{name}__values"], axis=1),
+            helper.make_node("Reshape", [f"{name}__values", f"{name}__moved"], [f"{name}__moved_w"]),
+            helper.make_node("Transpose", [f"{name}__moved_w"], [name], perm=perm),
+        ]
     for i, node in enumerate(nodes):
         node.name = f"{name}__cluster_{i}"
     return nodes
