@@ -55,11 +55,14 @@ class PassResult:
 
 
 class Pass:
-    """Subclasses set `name`, `accepts`, `returns` and `Config`, and implement `run`."""
+    """Subclasses set `name`, `accepts`, `returns` and `Config`, and implement `run`.
+
+    `returns = None` means the pass returns the kind it was given (it works on several kinds).
+    """
 
     name: ClassVar[str]
     accepts: ClassVar[frozenset[ModelKind]]
-    returns: ClassVar[ModelKind]
+    returns: ClassVar[ModelKind | None]
     Config: ClassVar[type[PassConfig]] = PassConfig
     description: ClassVar[str] = ""
 
@@ -70,7 +73,7 @@ class Pass:
         raise NotImplementedError
 
     def output_kind(self, input_kind: ModelKind) -> ModelKind:
-        return self.returns
+        return input_kind if self.returns is None else self.returns
 
 
 def make_config(pass_name: str, config_cls: type[PassConfig], config: Any) -> PassConfig:

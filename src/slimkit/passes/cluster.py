@@ -55,12 +55,9 @@ def _check_k(k: int) -> None:
 class Cluster(Pass):
     name = "cluster"
     accepts = frozenset({ModelKind.ONNX, ModelKind.TORCH})
-    returns = ModelKind.ONNX
+    returns = None  # the kind it was given
     Config = ClusterConfig
     description = "k-means weight sharing (codebook + 8/4-bit indices in the file)"
-
-    def output_kind(self, input_kind: ModelKind) -> ModelKind:
-        return input_kind
 
     def run(self, model: WorkingModel, ctx: Context) -> PassResult:
         _check_k(self.config.k)

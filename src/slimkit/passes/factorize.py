@@ -84,12 +84,9 @@ def _validate(cfg: FactorizeConfig) -> None:
 class Factorize(Pass):
     name = "factorize"
     accepts = frozenset({ModelKind.ONNX, ModelKind.TORCH})
-    returns = ModelKind.ONNX
+    returns = None  # the kind it was given
     Config = FactorizeConfig
     description = "low-rank SVD / NMF of Linear/MatMul/Gemm and Conv weights"
-
-    def output_kind(self, input_kind: ModelKind) -> ModelKind:
-        return input_kind
 
     def run(self, model: WorkingModel, ctx: Context) -> PassResult:
         _validate(self.config)
