@@ -130,9 +130,11 @@ def cmd_inspect(args) -> int:
     from rich.table import Table
     from rich.text import Text
 
+    from slimkit.report.format import human_size
+
     console = _console()
     console.print(Text(f"{info['model']}  kind={info['kind']}  task={info.get('task') or '-'}", style="bold"))
-    console.print(Text(f"size: {_human(info['size_bytes'])}   params: {info.get('params') or '-'}"))
+    console.print(Text(f"size: {human_size(info['size_bytes'])}   params: {info.get('params') or '-'}"))
     for key in ("inputs", "outputs"):
         console.print(Text(f"{key}: " + ", ".join(info.get(key) or [])))
     if info.get("ops"):
@@ -241,16 +243,6 @@ def cmd_demo(args) -> int:
     if args.json:
         print(json.dumps(report, default=str))
     return 0
-
-
-def _human(n) -> str:
-    if n is None:
-        return "-"
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1000 or unit == "GB":
-            return f"{n:.1f} {unit}" if unit != "B" else f"{n} B"
-        n /= 1000.0
-    return str(n)
 
 
 COMMANDS = {
