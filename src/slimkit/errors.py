@@ -34,6 +34,15 @@ class TargetNotMetError(SlimkitError):
     exit_code = 3
 
 
+def first_line(exc: BaseException, limit: int = 300) -> str:
+    """The first line of an exception's message (its type name when empty), cut to `limit` characters.
+
+    Library errors are often long multi-line dumps; a user-facing message quotes only their first line.
+    """
+    text = str(exc).strip()
+    return (text.splitlines()[0] if text else type(exc).__name__)[:limit]
+
+
 def require(module: str, extra: str):
     """Import an optional dependency lazily, or raise a `MissingExtraError` naming its extra."""
     import importlib

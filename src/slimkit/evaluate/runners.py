@@ -10,7 +10,7 @@ import sys
 
 import numpy as np
 
-from slimkit.errors import SlimkitError, require
+from slimkit.errors import SlimkitError, first_line, require
 from slimkit.models.base import (
     InputSpec,
     ModelKind,
@@ -83,9 +83,8 @@ def ort_session(model: OnnxModel, threads: int = 2, *, optimization: str = "all"
             return ort.InferenceSession(str(model.path), opts, providers=["CPUExecutionProvider"])
         return ort.InferenceSession(model.proto.SerializeToString(), opts, providers=["CPUExecutionProvider"])
     except Exception as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise SlimkitError(
-            f"ONNX Runtime cannot run {model.source or 'this model'}: {first[:300]}",
+            f"ONNX Runtime cannot run {model.source or 'this model'}: {first_line(exc)}",
             "the model uses an op or opset ONNX Runtime does not support; re-export it with supported ops",
         ) from exc
 
@@ -102,8 +101,8 @@ class OrtRunner(Runner):
         try:
             out = self.session.run(None, feed)
         except Exception as exc:
-            first = str(exc).strip().splitlines()[0][:300]
-            raise SlimkitError(f"ONNX Runtime failed on this input: {first}", "check the data shapes and types") from exc
+            raise SlimkitError(f"ONNX Runtime failed on this input: {first_line(exc)}",
+                               "check the data shapes and types") from exc
         # Non-tensor outputs (sequences of maps, e.g. sklearn's ZipMap) are skipped: nothing to compare.
         return [o for o in out if isinstance(o, np.ndarray)]
 
@@ -131,7 +130,7 @@ class OpenVinoRunner(Runner):
         try:
             self.compiled = core.compile_model(str(model.path), "CPU", config)
         except Exception as exc:
-            raise SlimkitError(f"OpenVINO cannot load {model.path}: {str(exc).splitlines()[0][:300]}",
+            raise SlimkitError(f"OpenVINO cannot load {model.path}: {first_line(exc)}",
                                "convert the model again with slimkit convert --to openvino") from exc
         self.request = self.compiled.create_infer_request()
         self.input_specs = []
@@ -184,7 +183,7 @@ class TfliteRunner(Runner):
             except RuntimeError as exc:  # e.g. a Reshape baked with the converted batch size
                 fixed = ", ".join(f"{s.name}={'x'.join(map(str, s.shape))}" for s in self.input_specs)
                 got = ", ".join(f"{n}={'x'.join(map(str, v.shape))}" for n, v in feed.items())
-                raise SlimkitError(f"LiteRT cannot resize this TFLite model to {got}: {str(exc).splitlines()[0][:200]}",
+                raise SlimkitError(f"LiteRT cannot resize this TFLite model to {got}: {first_line(exc, 200)}",
                                    f"it was converted with fixed shapes {fixed}; measure it at that batch size") from exc
         for spec, index in zip(self.input_specs, self._indices, strict=True):
             interp.set_tensor(index, np.ascontiguousarray(feed[spec.name]))

@@ -10,7 +10,7 @@ from typing import Literal
 
 import numpy as np
 
-from slimkit.errors import SlimkitError, require
+from slimkit.errors import SlimkitError, first_line, require
 from slimkit.models.base import (
     ModelKind,
     OnnxModel,
@@ -57,7 +57,7 @@ class ToOnnx(Pass):
                     onnx_model.carry_over(model)
                     diff = verify_against_torch(model, onnx_model)
                 except Exception as exc:  # exporter failures are many and varied; try the next one
-                    failures.append(f"{exporter}{'' if dynamic else '/static'}: {_first_line(exc)}")
+                    failures.append(f"{exporter}{'' if dynamic else '/static'}: {first_line(exc, 200)}")
                     continue
                 if diff > self.config.tolerance:
                     failures.append(f"{exporter}: outputs differ from PyTorch by {diff:.2e}")
@@ -136,20 +136,16 @@ def verify_against_torch(model: TorchModel, onnx_model: OnnxModel) -> float:
     """Max abs difference between PyTorch and ONNX Runtime on the example and on a different batch size."""
     import torch
 
-    from slimkit.evaluate.runners import OrtRunner
+    from slimkit.evaluate.runners import OrtRunner, TorchRunner
 
-    runner = OrtRunner(onnx_model, threads=2)
-    feeds = [_export_example(model)]
+    runner, reference = OrtRunner(onnx_model, threads=2), TorchRunner(model, threads=2)
+    examples = [_export_example(model)]
     if all(not isinstance(s.shape[0], int) for s in onnx_model.input_specs if s.shape):
-        feeds.append({k: torch.cat([v, v[:1]], dim=0) for k, v in feeds[0].items()})  # batch 3
+        examples.append({k: torch.cat([v, v[:1]], dim=0) for k, v in examples[0].items()})  # batch 3
     worst = 0.0
-    for feed in feeds:
-        with torch.inference_mode():
-            from slimkit.models.loading import flatten_outputs
-
-            expected = [t.float().numpy() for t in flatten_outputs(model.module(**feed))]
-        got = runner.run({k: v.numpy() for k, v in feed.items()})
-        for e, g in zip(expected, got, strict=False):
+    for example in examples:
+        feed = {k: v.numpy() for k, v in example.items()}
+        for e, g in zip(reference.run(feed), runner.run(feed), strict=False):
             if e.shape != g.shape:
                 return float("inf")
             worst = max(worst, float(np.abs(e - g.astype(np.float32)).max()) if e.size else 0.0)
@@ -158,11 +154,6 @@ def verify_against_torch(model: TorchModel, onnx_model: OnnxModel) -> float:
 
 def _opset(proto) -> int:
     return max((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), default=0)
-
-
-def _first_line(exc: Exception) -> str:
-    text = str(exc).strip()
-    return (text.splitlines()[0] if text else type(exc).__name__)[:200]
 
 
 @contextlib.contextmanager
@@ -204,7 +195,7 @@ class OnnxCleanup(Pass):
                 warnings.simplefilter("ignore")
                 slim = onnxslim.slim(copy_model(model.proto))
         except Exception as exc:
-            return PassResult(model, {"skipped": f"onnxslim failed: {_first_line(exc)}"})
+            return PassResult(model, {"skipped": f"onnxslim failed: {first_line(exc, 200)}"})
         cleaned = OnnxModel.from_proto(slim, like=model)
         cleaned.ensure_file(ctx.scratch("onnx-cleanup"))
         try:
@@ -239,7 +230,7 @@ class ToOpenVino(Pass):
         try:
             converted = ov.convert_model(str(source))
         except Exception as exc:
-            raise SlimkitError(f"OpenVINO cannot convert this model: {_first_line(exc)}",
+            raise SlimkitError(f"OpenVINO cannot convert this model: {first_line(exc, 200)}",
                                "check that every op is supported by OpenVINO's ONNX frontend") from exc
         xml = folder / "model.xml"
         ov.save_model(converted, str(xml), compress_to_fp16=self.config.compress_to_fp16)
@@ -274,7 +265,7 @@ class ToTflite(Pass):
             try:
                 edge = litert_torch.convert(model.module.eval(), sample)
             except Exception as exc:
-                raise SlimkitError(f"litert-torch cannot convert this model: {_first_line(exc)}",
+                raise SlimkitError(f"litert-torch cannot convert this model: {first_line(exc, 200)}",
                                    "TFLite needs static shapes and ops LiteRT supports") from exc
         path = ctx.scratch("to-tflite") / "model.tflite"
         edge.export(str(path))

@@ -20,6 +20,7 @@ import onnx
 from onnx import helper
 
 from slimkit.data import generate_data
+from slimkit.errors import first_line
 from slimkit.evaluate.fidelity import rowwise_cosine
 from slimkit.evaluate.latency import interleaved_p50
 from slimkit.evaluate.runners import OrtRunner
@@ -48,7 +49,7 @@ class TransformerFusion(Pass):
         try:
             fused, counts = fuse_transformer(model.proto)
         except Exception as exc:  # fusion is an optimization: never fatal
-            return PassResult(model, {"kept": False, "reason": f"fusion failed: {str(exc).splitlines()[0][:160]}"})
+            return PassResult(model, {"kept": False, "reason": f"fusion failed: {first_line(exc, 160)}"})
         if sum(counts.values()) == 0:
             return PassResult(model, {"kept": False, "reason": "no transformer pattern found"})
         candidate = OnnxModel.from_proto(fused, like=model)
