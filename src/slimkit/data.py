@@ -230,15 +230,17 @@ def _pop_labels(arrays: dict[str, np.ndarray]) -> np.ndarray | None:
 
 
 def _sklearn_arrays(text: str, specs: Sequence[InputSpec]):
-    name = text.split(":", 1)[1]
-    if name != "digits":
-        raise SlimkitError(f"unknown built-in dataset '{name}'", "available: sklearn:digits")
+    name, _, split = text.split(":", 1)[1].partition(":")
+    split = split or "test"
+    if name != "digits" or split not in ("train", "test"):
+        raise SlimkitError(f"unknown built-in dataset '{text}'",
+                           "available: sklearn:digits (the test split), sklearn:digits:train, sklearn:digits:test")
     from slimkit.datasets import digits_arrays
 
     if len(specs) != 1:
         raise SlimkitError("sklearn:digits feeds models with one input", f"this model takes {[s.name for s in specs]}")
     spec = specs[0]
-    x, y = digits_arrays(split="test", image=len(spec.shape) == 4)
+    x, y = digits_arrays(split=split, image=len(spec.shape) == 4)
     return {spec.name: x}, y
 
 

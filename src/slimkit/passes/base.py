@@ -28,6 +28,8 @@ class Context:
     """What passes may use besides the model. Nothing reads globals."""
 
     data: Any = None
+    # Training passes learn from `train_data` (default: `data`) and evaluate on `data` when both are given.
+    train_data: Any = None
     reference: WorkingModel | None = None
     threads: int = 2
     seed: int = 0
@@ -36,6 +38,9 @@ class Context:
     shapes: Mapping[str, Sequence[int]] | None = None
     workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="slimkit-work-")))
     progress: Callable[[str], None] = lambda message: None
+    # Training passes write a checkpoint per epoch under checkpoint_dir/<pass> and resume from it.
+    checkpoint_dir: Path | None = None
+    resume: bool = False
 
     def scratch(self, name: str) -> Path:
         """A fresh sub-folder of the work dir for one pass's files."""
@@ -115,5 +120,6 @@ def available_passes() -> dict[str, type[Pass]]:
 def _load_builtin_passes() -> None:
     import importlib
 
-    for module in ("convert", "fp16", "fusion", "quantize", "mixed_precision", "fake_quant", "cluster", "factorize"):
+    for module in ("convert", "fp16", "fusion", "quantize", "mixed_precision", "fake_quant", "cluster", "factorize",
+                   "prune", "sparse_storage", "distill"):  # TODO-add-prune_structured
         importlib.import_module(f"slimkit.passes.{module}")

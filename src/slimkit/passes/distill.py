@@ -1,0 +1,68 @@
+"""Knowledge distillation: train a student to match the teacher (the original model by default).
+
+The student is the model the pipeline carries (recovery after pruning, factorization or clustering) or a
+user's model (`student: package.module:factory`). Loss curves (hard and soft) go into the report.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Literal
+
+from slimkit.errors import SlimkitError
+from slimkit.models.base import ModelKind, TorchModel, WorkingModel
+from slimkit.passes.base import Context, Pass, PassConfig, PassResult, register
+from slimkit.passes.recovery import teacher_for, train_student
+from slimkit.train import TrainConfig
+
+
+class DistillConfig(PassConfig):
+    student: str | None = None
+    teacher: Literal["original", "input"] = "original"
+    alpha: float | None = None  # None: 0.5 with labels on a classifier, else 0 (teacher only)
+    temperature: float = 4.0
+    train: TrainConfig = TrainConfig(epochs=10, lr=1e-3)
+
+
+@register
+class Distill(Pass):
+    name = "distill"
+    accepts = frozenset({ModelKind.TORCH, ModelKind.ONNX})
+    returns = ModelKind.TORCH
+    Config = DistillConfig
+    description = "knowledge distillation into the model (or a given student) from the original"
+
+    def run(self, model: WorkingModel, ctx: Context) -> PassResult:
+        cfg = self.config
+        teacher = teacher_for(model, ctx, cfg.teacher)
+        if cfg.student:
+            student = _load_student(cfg.student, model)
+        elif isinstance(model, TorchModel):
+            student = TorchModel(module=copy.deepcopy(model.module), input_specs=model.input_specs,
+                                 example_inputs=model.example_inputs, output_names=model.output_names)
+            student.carry_over(model)
+        else:
+            raise SlimkitError("distill: an ONNX model cannot be trained as the student",
+                               "give a PyTorch student with student: package.module:factory")
+        student.task = student.task or model.task
+        params_student = sum(p.numel() for p in student.module.parameters())
+        stats = train_student(student.module, like=student, teacher=teacher, ctx=ctx, train_config=cfg.train,
+                              pass_name=self.name, alpha=cfg.alpha, temperature=cfg.temperature)
+        student.module.eval()
+        return PassResult(student, {**stats, "student": cfg.student or "the input model",
+                                    "teacher": teacher.source or cfg.teacher, "student_params": params_student})
+
+
+def _load_student(ref: str, like: WorkingModel) -> TorchModel:
+    from slimkit.models.loading import load
+
+    student = load(ref, task=like.task)
+    if not isinstance(student, TorchModel):
+        raise SlimkitError(f"distill: student '{ref}' is not a PyTorch model", "give package.module:factory")
+    teacher_inputs = sorted(s.name for s in getattr(like, "input_specs", []) or [])
+    student_inputs = sorted(s.name for s in student.input_specs)
+    if teacher_inputs and student_inputs != teacher_inputs:
+        raise SlimkitError(f"distill: the student takes inputs {student_inputs} but the teacher takes {teacher_inputs}",
+                           "make the student's forward() take the same input names")
+    student.carry_over(like)
+    return student

@@ -1,0 +1,196 @@
+"""Unstructured magnitude pruning: `W_pruned = W * 1(|W| > tau)`.
+
+PyTorch: one-shot, or gradual with Zhu & Gupta's cubic schedule during fine-tuning; masks are re-applied
+after every optimizer step so pruned weights stay zero. ONNX: one-shot, then sparse storage so the file
+shrinks. Zeros do not make dense kernels faster: the report says the win is size, not speed (channel
+pruning, `prune-structured`, is the one that speeds up).
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Literal
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+from slimkit.algorithms.sparsity import (
+    check_sparsity,
+    cubic_sparsity,
+    global_threshold,
+    magnitude_mask,
+    sparsity_of,
+    threshold_mask,
+)
+from slimkit.errors import SlimkitError
+from slimkit.models.base import ModelKind, OnnxModel, TorchModel, WorkingModel
+from slimkit.models.onnx_graph import copy_model
+from slimkit.passes.base import Context, Pass, PassConfig, PassResult, register
+from slimkit.passes.select import select_names
+from slimkit.passes.sparse_storage import SparseStorageConfig, store_sparse
+from slimkit.train import TrainConfig
+
+_ONNX_WEIGHT_OPS = {"MatMul": 1, "Gemm": 1, "Conv": 1, "ConvTranspose": 1}
+NOT_FASTER = "zeros are stored compactly but dense runtimes do not skip them: smaller, not faster"
+
+
+class PruneConfig(PassConfig):
+    sparsity: float = 0.5
+    scope: Literal["layer", "global"] = "layer"
+    schedule: Literal["one-shot", "gradual"] = "one-shot"
+    include: list[str] = []
+    exclude: list[str] = []
+    min_params: int = 1000
+    # Fine-tuning with masks kept (needed by "gradual"); the teacher is the original model.
+    train: TrainConfig | None = None
+    alpha: float | None = None
+    temperature: float = 4.0
+    begin: float = 0.0  # gradual: fraction of the training steps where pruning starts ...
+    end: float = 0.7  # ... and where it reaches `sparsity`
+    frequency: int = 10  # gradual: steps between mask updates
+    store_sparse: bool = True  # ONNX: bit mask + values in the file
+
+
+def masks_for(weights: dict[str, np.ndarray], sparsity: float, scope: str) -> dict[str, np.ndarray]:
+    """Keep-masks at `sparsity`, per layer or under one global magnitude threshold."""
+    if scope == "global":
+        tau = global_threshold(list(weights.values()), sparsity)
+        return {n: threshold_mask(w, tau) for n, w in weights.items()}
+    return {n: magnitude_mask(w, sparsity) for n, w in weights.items()}
+
+
+@register
+class Prune(Pass):
+    name = "prune"
+    accepts = frozenset({ModelKind.TORCH, ModelKind.ONNX})
+    returns = None
+    Config = PruneConfig
+    description = "magnitude pruning (one-shot or gradual with fine-tuning); smaller files, not faster"
+
+    def run(self, model: WorkingModel, ctx: Context) -> PassResult:
+        cfg = self.config
+        check_sparsity(cfg.sparsity)
+        if not 0.0 <= cfg.begin < cfg.end <= 1.0:
+            raise SlimkitError(f"prune: begin={cfg.begin}, end={cfg.end} are not 0 <= begin < end <= 1",
+                               "they are fractions of the training steps, e.g. begin: 0.0, end: 0.7")
+        if cfg.schedule == "gradual" and cfg.train is None:
+            raise SlimkitError("prune: the gradual schedule prunes during fine-tuning and needs train: {...}",
+                               "add e.g. train: {epochs: 10} or use schedule: one-shot")
+        if isinstance(model, TorchModel):
+            return self._run_torch(model, ctx)
+        assert isinstance(model, OnnxModel)
+        if cfg.train is not None:
+            raise SlimkitError("prune: an ONNX model cannot be fine-tuned",
+                               "start from the PyTorch model to fine-tune, or drop train:")
+        return self._run_onnx(model, ctx)
+
+    def _run_onnx(self, model: OnnxModel, ctx: Context) -> PassResult:
+        cfg = self.config
+        proto = copy_model(model.proto)
+        inits = {t.name: t for t in proto.graph.initializer}
+        weight_names = []
+        for node in proto.graph.node:
+            index = _ONNX_WEIGHT_OPS.get(node.op_type)
+            if index is not None and len(node.input) > index and node.input[index] in inits:
+                init = inits[node.input[index]]
+                if init.data_type == onnx.TensorProto.FLOAT and len(init.dims) >= 2:
+                    weight_names.append(init.name)
+        names = select_names([(n, int(np.prod(inits[n].dims))) for n in dict.fromkeys(weight_names)],
+                             include=cfg.include, exclude=cfg.exclude, min_params=cfg.min_params, what="weight")
+        weights = {n: numpy_helper.to_array(inits[n]) for n in names}
+        masks = masks_for(weights, cfg.sparsity, cfg.scope)
+        layers = []
+        for name, weight in weights.items():
+            pruned = (weight * masks[name]).astype(np.float32)
+            inits[name].CopyFrom(numpy_helper.from_array(pruned, name))
+            layers.append({"weight": name, "params": int(weight.size), "sparsity": sparsity_of(pruned)})
+        stats = _summary(layers)
+        if cfg.store_sparse:
+            stats["storage"] = store_sparse(proto, SparseStorageConfig(min_params=cfg.min_params))
+        result = OnnxModel.from_proto(proto, like=model)
+        result.ensure_file(ctx.scratch(self.name))
+        return PassResult(result, stats)
+
+    def _run_torch(self, model: TorchModel, ctx: Context) -> PassResult:
+        import torch
+        from torch import nn
+
+        cfg = self.config
+        module = copy.deepcopy(model.module)
+        prunable = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
+        params = {f"{n}.weight": m.weight for n, m in module.named_modules() if isinstance(m, prunable)}
+        names = select_names([(n, p.numel()) for n, p in params.items()], include=cfg.include,
+                             exclude=cfg.exclude, min_params=cfg.min_params, what="weight")
+        chosen = {n: params[n] for n in names}
+        masks: dict[str, torch.Tensor] = {}
+
+        def update_masks(sparsity: float) -> None:
+            current = {n: p.detach().cpu().numpy() for n, p in chosen.items()}
+            for n, keep in masks_for(current, sparsity, cfg.scope).items():
+                masks[n] = torch.from_numpy(keep).to(chosen[n].dtype)
+
+        def apply_masks() -> None:
+            with torch.no_grad():
+                for n, p in chosen.items():
+                    p.mul_(masks[n])
+
+        training = None
+        if cfg.schedule == "one-shot" or cfg.train is None:
+            update_masks(cfg.sparsity)
+            apply_masks()
+        if cfg.train is not None:
+            from slimkit.passes.recovery import teacher_for, train_student
+
+            if cfg.schedule == "gradual":
+                with torch.no_grad():
+                    masks.update({n: (p != 0).to(p.dtype) for n, p in chosen.items()})
+            total = _total_steps(model, ctx, cfg.train)
+            begin, end = int(cfg.begin * total), max(int(cfg.end * total), int(cfg.begin * total) + 1)
+
+            def after_step(_module, step: int) -> None:
+                if cfg.schedule == "gradual" and (step % cfg.frequency == 0 or step == end):
+                    update_masks(cubic_sparsity(step, final=cfg.sparsity, begin_step=begin, end_step=end))
+                apply_masks()
+
+            def before_step(_module) -> None:
+                for n, p in chosen.items():
+                    if p.grad is not None:
+                        p.grad.mul_(masks[n])
+
+            like = TorchModel(module=module, input_specs=model.input_specs, example_inputs=model.example_inputs,
+                              output_names=model.output_names)
+            like.carry_over(model)
+            training = train_student(module, like=like, teacher=teacher_for(model, ctx), ctx=ctx,
+                                     train_config=cfg.train, pass_name=self.name, alpha=cfg.alpha,
+                                     temperature=cfg.temperature, before_step=before_step, after_step=after_step)
+            if cfg.schedule == "gradual":
+                update_masks(cfg.sparsity)  # the schedule ends at the target; make sure of it exactly
+            apply_masks()
+        module.eval()
+        layers = [{"weight": n, "params": int(p.numel()), "sparsity": float((p == 0).float().mean())}
+                  for n, p in chosen.items()]
+        result = TorchModel(module=module, input_specs=model.input_specs, example_inputs=model.example_inputs,
+                            output_names=model.output_names)
+        result.carry_over(model)
+        result.metadata["pruned"] = {"sparsity": cfg.sparsity, "weights": names}
+        stats = _summary(layers)
+        if training is not None:
+            stats["training"] = training
+        return PassResult(result, stats)
+
+
+def _total_steps(model: TorchModel, ctx: Context, train: TrainConfig) -> int:
+    from slimkit.passes.recovery import training_sets
+
+    data, _ = training_sets(model, ctx, train.batch_size, "prune")
+    per_epoch = -(-data.num_samples // train.batch_size)
+    steps = per_epoch * train.epochs
+    return min(steps, train.max_steps) if train.max_steps else steps
+
+
+def _summary(layers: list[dict]) -> dict:
+    total = sum(x["params"] for x in layers)
+    zeros = sum(x["params"] * x["sparsity"] for x in layers)
+    return {"layers": len(layers), "params_pruned_layers": total, "sparsity": zeros / total if total else 0.0,
+            "speed_note": NOT_FASTER, "per_layer": layers}
