@@ -148,7 +148,10 @@ class Prune(Pass):
             total = _total_steps(model, ctx, cfg.train)
             begin, end = int(cfg.begin * total), max(int(cfg.end * total), int(cfg.begin * total) + 1)
 
+            progress = {"step": 0}
+
             def after_step(_module, step: int) -> None:
+                progress["step"] = step
                 if cfg.schedule == "gradual" and (step % cfg.frequency == 0 or step == end):
                     update_masks(cubic_sparsity(step, final=cfg.sparsity, begin_step=begin, end_step=end))
                 apply_masks()
@@ -163,7 +166,8 @@ class Prune(Pass):
             like.carry_over(model)
             training = train_student(module, like=like, teacher=teacher_for(model, ctx), ctx=ctx,
                                      train_config=cfg.train, pass_name=self.name, alpha=cfg.alpha,
-                                     temperature=cfg.temperature, before_step=before_step, after_step=after_step)
+                                     temperature=cfg.temperature, before_step=before_step, after_step=after_step,
+                                     ready=lambda: cfg.schedule != "gradual" or progress["step"] >= end)
             if cfg.schedule == "gradual":
                 update_masks(cfg.sparsity)  # the schedule ends at the target; make sure of it exactly
             apply_masks()

@@ -52,8 +52,13 @@ def teacher_outputs(teacher: WorkingModel, data: Dataset, threads: int) -> np.nd
 
 def train_student(module: Any, *, like: TorchModel, teacher: WorkingModel, ctx: Context, train_config: Any,
                   pass_name: str, alpha: float | None = None, temperature: float = 4.0,
-                  before_step: Callable | None = None, after_step: Callable | None = None) -> dict:
-    """Fine-tune `module` in place against `teacher`; returns stats with the per-epoch loss curves."""
+                  before_step: Callable | None = None, after_step: Callable | None = None,
+                  ready: Callable[[], bool] | None = None) -> dict:
+    """Fine-tune `module` in place against `teacher`; returns stats with the per-epoch loss curves.
+
+    `ready()` False marks epochs that cannot be the final model (e.g. gradual pruning not yet at its target
+    sparsity): they never count as the best epoch that early stopping restores.
+    """
     import torch
     from torch import nn
 
@@ -95,6 +100,12 @@ def train_student(module: Any, *, like: TorchModel, teacher: WorkingModel, ctx: 
     evaluate, eval_on = _evaluator(held_out if held_out is not None else train, teacher, classify, ctx, student_out,
                                    projection)
     before = evaluate(module)
+    if ready is not None:
+        measure = evaluate
+
+        def evaluate(m) -> dict[str, float]:
+            metrics = measure(m)
+            return metrics if ready() else {**metrics, "score": -2.0}  # below any accuracy or cosine
     params = list(p for p in module.parameters() if p.requires_grad)
     if projection is not None:
         params += list(projection.parameters())

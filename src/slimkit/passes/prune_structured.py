@@ -1,0 +1,76 @@
+"""`prune-structured`: remove whole channels / neurons / attention heads from a PyTorch model.
+
+The pruned layers are physically smaller (torch-pruning rewrites the weights), so the exported ONNX
+graph does fewer multiply-accumulates. See `slimkit.pruning.structured` for targets and importance.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Literal
+
+from slimkit.errors import SlimkitError
+from slimkit.models.base import ModelKind, TorchModel, WorkingModel
+from slimkit.passes.base import Context, Pass, PassConfig, PassResult, register
+
+
+class PruneStructuredConfig(PassConfig):
+    ratio: float = 0.5  # fraction of the units removed in every pruned layer, in [0, 1)
+    target: Literal["channels", "heads", "mlp", "all"] = "channels"
+    importance: Literal["l2", "l1", "activation"] = "l2"
+    ignore: list[str] = []  # module-name patterns (fnmatch) never pruned
+    layers: list[str] = []  # module-name patterns to prune (default: all prunable layers)
+    round_to: int | None = None  # keep unit counts a multiple of this (GEMM-friendly shapes)
+    target_flop_reduction: float | None = None  # e.g. 0.5 = half the MACs; the ratio is searched
+    samples: int = 64  # calibration samples for importance: activation
+
+
+@register
+class PruneStructured(Pass):
+    name = "prune-structured"
+    accepts = frozenset({ModelKind.TORCH})
+    returns = None
+    Config = PruneStructuredConfig
+    description = "structured pruning (channels, FFN neurons, attention heads) with torch-pruning"
+
+    def run(self, model: WorkingModel, ctx: Context) -> PassResult:
+        import torch
+
+        from slimkit.pruning.structured import prune_structured
+
+        assert isinstance(model, TorchModel)
+        cfg = self.config
+        module = copy.deepcopy(model.module)
+        example = {k: torch.as_tensor(v) for k, v in model.example_inputs.items()}
+        data = self._calibration(model, ctx) if cfg.importance == "activation" else None
+        ctx.progress(f"prune-structured: {cfg.target}, "
+                     + (f"target MAC reduction {cfg.target_flop_reduction}" if cfg.target_flop_reduction
+                        else f"ratio {cfg.ratio}"))
+        stats = prune_structured(module, example, ratio=cfg.ratio, target=cfg.target, importance=cfg.importance,
+                                 data=data, ignore=cfg.ignore, layers=cfg.layers or None, round_to=cfg.round_to,
+                                 target_flop_reduction=cfg.target_flop_reduction)
+        # RECOVERY HOOK: fine-tuning / distillation of `module` against `model.module` (the teacher) goes
+        # here, before the new TorchModel is built (the lead adds a `recover` option with the training engine).
+        result = TorchModel(module=module, input_specs=model.input_specs, example_inputs=model.example_inputs,
+                            output_names=model.output_names, source_files=list(model.source_files),
+                            metadata=dict(model.metadata))
+        result.carry_over(model)
+        return PassResult(result, stats)
+
+    def _calibration(self, model: TorchModel, ctx: Context) -> list[dict]:
+        import torch
+
+        from slimkit.data import load_data
+
+        if ctx.data is None:
+            raise SlimkitError("prune-structured: importance 'activation' needs calibration data",
+                               "pass --data with representative samples, or use importance: l2")
+        dataset = load_data(ctx.data, model, batch_size=8, seq_len=ctx.seq_len, shapes=ctx.shapes,
+                            max_samples=self.config.samples)
+        batches, seen = [], 0
+        for batch in dataset:
+            batches.append({k: torch.from_numpy(v) for k, v in batch.feed.items()})
+            seen += len(next(iter(batch.feed.values())))
+            if seen >= self.config.samples:
+                break
+        return batches
