@@ -29,6 +29,11 @@ BUILTINS = {
     "svd-energy-0.95": ["to-onnx", "onnx-cleanup", "factorize"],
     "svd-ratio-0.5": ["to-onnx", "onnx-cleanup", "factorize"],
     "nmf-ratio-0.5": ["to-onnx", "onnx-cleanup", "factorize"],
+    "prune-50": ["prune", "to-onnx", "onnx-cleanup", "sparse-storage"],
+    "prune-channels-30": ["prune-structured", "to-onnx", "onnx-cleanup"],
+    "prune-heads-25": ["prune-structured", "to-onnx", "onnx-cleanup"],
+    "deep-compression": ["prune", "cluster", "to-onnx", "onnx-cleanup", "to-slim"],
+    "distill": ["distill", "to-onnx", "onnx-cleanup"],
 }
 
 

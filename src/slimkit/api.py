@@ -71,10 +71,14 @@ def optimize(
     task: str | None = None,
     min_cosine: float | None = None,
     max_drop: float | None = None,
+    train_data: Any = None,
+    checkpoint_dir: str | Path | None = None,
+    resume: bool = False,
 ) -> OptimizeResult:
     """Run a recipe on a model, measure the result against the original, and optionally save it.
 
-    `min_cosine` / `max_drop` set the target of accuracy-aware passes (e.g. `int8-auto`).
+    `min_cosine` / `max_drop` set the target of accuracy-aware passes (e.g. `int8-auto`). Training passes learn
+    from `train_data` (default: `data`), checkpoint each epoch under `checkpoint_dir` and continue with `resume`.
     """
     original = _resolve_model(model, example_inputs=example_inputs, weights=weights, task=task, shapes=shapes)
     recipe_obj = load_recipe(recipe)
@@ -88,8 +92,11 @@ def optimize(
     say = progress or (lambda message: None)
     # Pass outputs live in a scratch folder kept as long as the resulting model object lives.
     workdir = Path(tempfile.mkdtemp(prefix="slimkit-work-"))
-    ctx = Context(data=data, reference=original, threads=threads, batch_size=batch_size, seq_len=seq_len,
-                  shapes=shapes, workdir=workdir, progress=lambda m: say(f"running pass {m}"))
+    if resume and checkpoint_dir is None:
+        raise SlimkitError("resume needs the checkpoint folder of the interrupted run", "pass --checkpoint-dir")
+    ctx = Context(data=data, train_data=train_data, reference=original, threads=threads, batch_size=batch_size,
+                  seq_len=seq_len, shapes=shapes, workdir=workdir, progress=lambda m: say(f"running pass {m}"),
+                  checkpoint_dir=Path(checkpoint_dir) if checkpoint_dir else None, resume=resume)
     try:
         result = run_pipeline(original, recipe_obj, ctx, overrides)
     except BaseException:

@@ -22,7 +22,7 @@ _MARKERS = ("report.json", SIDECAR)
 
 def artifact_filename(kind: ModelKind) -> str:
     return {ModelKind.ONNX: "model.onnx", ModelKind.OPENVINO: "model.xml", ModelKind.TFLITE: "model.tflite",
-            ModelKind.TORCH: "model.safetensors"}[kind]
+            ModelKind.TORCH: "model.safetensors", ModelKind.SLIM: "model.slim"}[kind]
 
 
 def write_artifact(model: WorkingModel, folder: Path, filename: str | None = None) -> Path:
@@ -35,7 +35,7 @@ def write_artifact(model: WorkingModel, folder: Path, filename: str | None = Non
     elif model.kind == ModelKind.OPENVINO:
         shutil.copyfile(model.path, target)
         shutil.copyfile(model.path.with_suffix(".bin"), target.with_suffix(".bin"))
-    elif model.kind == ModelKind.TFLITE:
+    elif model.kind in (ModelKind.TFLITE, ModelKind.SLIM):
         shutil.copyfile(model.path, target)
     elif isinstance(model, TorchModel):
         from safetensors.torch import save_file

@@ -49,6 +49,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eval-data", help="separate evaluation data (default: --data)")
     p.add_argument("--min-cosine", type=float, help="accuracy-aware recipes: mean output cosine to keep")
     p.add_argument("--max-drop", type=float, help="accuracy-aware recipes: accuracy drop allowed (0.01 = 1 point)")
+    p.add_argument("--train-data", help="training passes (prune, distill, cluster/factorize fine-tuning) learn from "
+                   "this (default: --data); --data is then held out for evaluation")
+    p.add_argument("--student", help="distill: the student model, package.module:factory")
+    p.add_argument("--checkpoint-dir", help="training passes write a checkpoint per epoch here "
+                   "(default: OUTPUT.checkpoints)")
+    p.add_argument("--resume", action="store_true", help="continue interrupted training from --checkpoint-dir")
     _common(p)
 
     p = sub.add_parser("bench", help="measure models: size, latency, fidelity vs --reference, accuracy")
@@ -169,9 +175,13 @@ def cmd_optimize(args) -> int:
 
     model = _load(args, args.model)
     with _status(args) as say:
+        checkpoints = args.checkpoint_dir or f"{str(args.output).rstrip('/')}.checkpoints"
+        overrides = {"distill": {"student": args.student}} if args.student else None
         result = optimize(model, args.recipe, data=args.data, eval_data=args.eval_data, output=args.output,
                           threads=args.threads, batch_size=args.batch_size, seq_len=args.seq_len,
-                          shapes=_shapes(args), progress=say, min_cosine=args.min_cosine, max_drop=args.max_drop)
+                          shapes=_shapes(args), progress=say, min_cosine=args.min_cosine, max_drop=args.max_drop,
+                          train_data=args.train_data, checkpoint_dir=checkpoints, resume=args.resume,
+                          overrides=overrides)
     code = _print_result(args, result.report, extra={"output": str(args.output)})
     from slimkit.api import targets_missed
 

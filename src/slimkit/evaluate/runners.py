@@ -41,6 +41,10 @@ def make_runner(model: WorkingModel, threads: int = 2) -> Runner:
         return OpenVinoRunner(model, threads)
     if model.kind == ModelKind.TFLITE:
         return TfliteRunner(model, threads)
+    if model.kind == ModelKind.SLIM:
+        runner = OrtRunner(model.restore(), threads)
+        runner.runtime = "onnxruntime (restored from .slim)"
+        return runner
     raise SlimkitError(f"no runtime for model kind {model.kind}")
 
 

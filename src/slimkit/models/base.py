@@ -23,6 +23,7 @@ class ModelKind(enum.StrEnum):
     ONNX = "onnx"
     OPENVINO = "openvino"
     TFLITE = "tflite"
+    SLIM = "slim"
 
 
 Dim = int | str | None  # a fixed size, a symbolic name ("batch", "sequence"), or unknown
@@ -183,6 +184,24 @@ class TfliteModel(WorkingModel):
 
     def files(self) -> list[Path]:
         return [self.path] if self.path else []
+
+
+@dataclass
+class SlimModel(WorkingModel):
+    """A `.slim` Deep Compression archive: measured by restoring the ONNX model it holds, bit-exactly."""
+
+    path: Path | None = None
+    kind: ModelKind = ModelKind.SLIM
+
+    def files(self) -> list[Path]:
+        return [self.path] if self.path else []
+
+    def restore(self) -> OnnxModel:
+        from slimkit.archive.onnx_io import load_onnx_archive
+
+        restored = OnnxModel.from_proto(load_onnx_archive(self.path))
+        restored.carry_over(self)
+        return restored
 
 
 # ---- ONNX file helpers (shared by loaders, passes and runners) ----

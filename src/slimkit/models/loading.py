@@ -22,6 +22,7 @@ from slimkit.models.base import (
     InputSpec,
     OnnxModel,
     OpenVinoModel,
+    SlimModel,
     TfliteModel,
     TorchModel,
     WorkingModel,
@@ -71,8 +72,15 @@ def load(
         return apply_sidecar(OpenVinoModel(path=path, source=str(path), task=task), path)
     if suffix == ".tflite":
         return apply_sidecar(TfliteModel(path=path, source=str(path), task=task), path)
-    if suffix in (".h5", ".keras"):
-        raise SlimkitError(f"{path}: Keras files are not supported yet", "export the model to ONNX with tf2onnx")
+    if suffix == ".slim":
+        from slimkit.archive.container import read_archive
+
+        read_archive(path)  # a corrupt or truncated archive is refused here, with one clear line
+        return apply_sidecar(SlimModel(path=path, source=str(path), task=task), path)
+    if suffix in (".keras", ".h5", ".hdf5"):
+        from slimkit.models.keras import load_keras
+
+        return load_keras(path, task=task, shapes=shapes)
     if suffix in (".safetensors", ".bin"):
         raise SlimkitError(
             f"{path} holds only weights, not a model",
@@ -380,10 +388,10 @@ def _load_torchscript(path: Path, *, task, shapes) -> TorchModel:
 
 
 def _load_folder(path: Path, *, task) -> WorkingModel:
-    if (path / "saved_model.pb").exists():
-        raise SlimkitError(
-            f"{path} is a TensorFlow SavedModel", "convert it to ONNX with tf2onnx, then pass the .onnx file"
-        )
+    from slimkit.models.keras import is_savedmodel_folder, savedmodel_error
+
+    if is_savedmodel_folder(path):
+        raise savedmodel_error(path)
     if (path / "config.json").exists():
         from slimkit.models.hf import load_hf_folder
 

@@ -22,6 +22,7 @@ from slimkit.models.base import ModelKind, OnnxModel, TorchModel, WorkingModel
 from slimkit.models.onnx_graph import copy_model, remove_unused_initializers
 from slimkit.passes.base import Context, Pass, PassConfig, PassResult, register
 from slimkit.passes.select import select_names
+from slimkit.train import TrainConfig
 
 _WEIGHT_OPS = {"MatMul": 1, "Gemm": 1, "Conv": 1, "Gather": 0, "Attention": 1, "ConvTranspose": 1}
 
@@ -34,6 +35,29 @@ class ClusterConfig(PassConfig):
     per_channel: bool = False
     include: list[str] = []
     exclude: list[str] = []
+    # Exact zeros (pruned weights) stay zero and are not clustered, as in Deep Compression.
+    keep_zeros: bool = True
+    # PyTorch: also share the biases of clustered layers (k values each): they matter once weights are tiny.
+    biases: bool = False
+    # PyTorch: fine-tune the centroids with assignments fixed (Deep Compression's shared-gradient update).
+    train: TrainConfig | None = None
+    alpha: float | None = None
+    temperature: float = 4.0
+
+
+def cluster_tensor(name: str, values: np.ndarray, k: int, init: str, per_channel: bool, keep_zeros: bool):
+    """(centroids, labels, inertia); with keep_zeros and some exact zeros, 0.0 is the last codebook entry and
+    only the nonzeros are clustered (into k - 1 values), so pruned weights stay exactly zero."""
+    zeros = values == 0
+    if not keep_zeros or per_channel or not zeros.any():
+        return cluster_values(name, values, k, init, per_channel)
+    nonzero = values[~zeros]
+    if nonzero.size == 0:
+        return np.zeros(1, np.float32), np.zeros(values.size, np.int64), 0.0
+    centroids, labels_nz, inertia = cluster_values(name, nonzero, min(k - 1, len(np.unique(nonzero))), init)
+    labels = np.full(values.size, len(centroids), np.int64)
+    labels[~zeros.reshape(-1)] = labels_nz
+    return np.append(centroids, 0.0).astype(np.float32), labels, inertia
 
 
 def cluster_values(name: str, values: np.ndarray, k: int, init: str, per_channel: bool = False):
@@ -62,8 +86,11 @@ class Cluster(Pass):
     def run(self, model: WorkingModel, ctx: Context) -> PassResult:
         _check_k(self.config.k)
         if isinstance(model, TorchModel):
-            return self._run_torch(model)
+            return self._run_torch(model, ctx)
         assert isinstance(model, OnnxModel)
+        if self.config.train is not None:
+            raise SlimkitError("cluster: an ONNX model cannot be fine-tuned",
+                               "start from the PyTorch model to fine-tune the centroids, or drop train:")
         return self._run_onnx(model, ctx)
 
     def _run_onnx(self, model: OnnxModel, ctx: Context) -> PassResult:
@@ -84,8 +111,8 @@ class Cluster(Pass):
             weight = numpy_helper.to_array(inits[name])
             axis = output_channel_axis(consumers[name]) if self.config.per_channel else 0
             moved = np.moveaxis(weight, axis, 0)
-            centroids, labels, inertia = cluster_values(name, moved, self.config.k, self.config.init,
-                                                        self.config.per_channel)
+            centroids, labels, inertia = cluster_tensor(name, moved, self.config.k, self.config.init,
+                                                        self.config.per_channel, self.config.keep_zeros)
             new_nodes += codebook_subgraph(proto, name, weight.shape, centroids.astype(np.float32), labels,
                                            channel_axis=axis if self.config.per_channel else None)
             proto.graph.initializer.remove(inits[name])
@@ -107,34 +134,93 @@ class Cluster(Pass):
             "per_layer": layers,
         })
 
-    def _run_torch(self, model: TorchModel) -> PassResult:
+    def _run_torch(self, model: TorchModel, ctx: Context) -> PassResult:
         import copy
 
         import torch
 
+        cfg = self.config
         module = copy.deepcopy(model.module)
         params = {n: p for n, p in module.named_parameters() if n.endswith("weight") and p.dim() >= 2}
         names = select_names([(n, p.numel()) for n, p in params.items()], include=self.config.include,
                              exclude=self.config.exclude, min_params=self.config.min_params, what="parameter")
+        if cfg.biases:
+            all_params = dict(module.named_parameters())
+            params.update({n[:-len("weight")] + "bias": all_params[n[:-len("weight")] + "bias"] for n in names
+                           if n[:-len("weight")] + "bias" in all_params})
+            names += [n[:-len("weight")] + "bias" for n in list(names) if n[:-len("weight")] + "bias" in params]
         layers = []
+        assignments: dict[str, torch.Tensor] = {}  # cluster id of every weight, one id space per tensor
         with torch.no_grad():
             for name in names:
                 w = params[name].detach().cpu().numpy()  # [out, in, ...]: axis 0 is the output channel
-                centroids, labels, inertia = cluster_values(name, w, self.config.k, self.config.init,
-                                                            self.config.per_channel)
-                if self.config.per_channel:
-                    shared = np.take_along_axis(centroids, labels.astype(np.int64), axis=1)
+                k = min(cfg.k, len(np.unique(w))) if w.ndim == 1 else cfg.k  # a 10-class bias has 10 values
+                centroids, labels, inertia = cluster_tensor(name, w, k, cfg.init, cfg.per_channel and w.ndim > 1,
+                                                            cfg.keep_zeros)
+                labels = labels.astype(np.int64)
+                if cfg.per_channel:
+                    shared = np.take_along_axis(centroids, labels, axis=1)
+                    ids = labels + np.arange(centroids.shape[0])[:, None] * centroids.shape[1]
                 else:
-                    shared = centroids[labels.astype(np.int64)]
+                    shared = centroids[labels]
+                    ids = labels
                 shared = shared.reshape(w.shape).astype(np.float32)
                 params[name].copy_(torch.from_numpy(shared))
+                assignments[name] = torch.from_numpy(ids.reshape(-1))
                 layers.append({"weight": name, "params": int(w.size), "mse": float(inertia / w.size)})
+        stats: dict = {}
+        if cfg.train is not None:
+            stats["training"] = self._finetune(model, module, {n: params[n] for n in names}, assignments, ctx)
         result = TorchModel(module=module, input_specs=model.input_specs, example_inputs=model.example_inputs,
                             output_names=model.output_names)
         result.carry_over(model)
         result.metadata["clustered"] = {"k": self.config.k, "weights": names}
-        return PassResult(result, {"k": self.config.k, "layers": len(layers),
-                                   "params_clustered": sum(x["params"] for x in layers), "per_layer": layers})
+        distinct = max((len(torch.unique(params[n])) for n in names), default=0)
+        return PassResult(result, {"k": self.config.k, "layers": len(layers), "max_distinct_values": distinct,
+                                   "params_clustered": sum(x["params"] for x in layers), "per_layer": layers,
+                                   **stats})
+
+    def _finetune(self, model: TorchModel, module, params: dict, assignments: dict, ctx: Context) -> dict:
+        """Train the centroids, assignments fixed: every weight of a cluster gets the cluster's summed
+        gradient, so members stay equal under any optimizer; after each step they are snapped to their mean
+        to remove float drift. Zeros kept by keep_zeros are one more cluster, held at exactly zero."""
+        import torch
+
+        from slimkit.passes.recovery import teacher_for, train_student
+
+        zero_ids = {n: assignments[n][params[n].detach().reshape(-1) == 0].unique() for n in params}
+
+        def shared_sum(name: str, flat: torch.Tensor) -> torch.Tensor:
+            ids = assignments[name]
+            sums = torch.zeros(int(ids.max()) + 1, dtype=flat.dtype).index_add_(0, ids, flat)
+            return sums, ids
+
+        def before_step(_module) -> None:
+            for name, p in params.items():
+                if p.grad is not None:
+                    sums, ids = shared_sum(name, p.grad.reshape(-1))
+                    if self.config.keep_zeros:
+                        sums[zero_ids[name]] = 0.0
+                    p.grad.copy_(sums[ids].view_as(p.grad))
+
+        def after_step(_module, _step: int) -> None:
+            with torch.no_grad():
+                for name, p in params.items():
+                    sums, ids = shared_sum(name, p.detach().reshape(-1))
+                    counts = torch.bincount(ids, minlength=len(sums)).clamp(min=1).to(sums.dtype)
+                    means = sums / counts
+                    if self.config.keep_zeros:
+                        means[zero_ids[name]] = 0.0
+                    p.copy_(means[ids].view_as(p))
+
+        like = TorchModel(module=module, input_specs=model.input_specs, example_inputs=model.example_inputs,
+                          output_names=model.output_names)
+        like.carry_over(model)
+        stats = train_student(module, like=like, teacher=teacher_for(model, ctx), ctx=ctx,
+                              train_config=self.config.train, pass_name=self.name, alpha=self.config.alpha,
+                              temperature=self.config.temperature, before_step=before_step, after_step=after_step)
+        module.eval()
+        return stats
 
 
 def output_channel_axis(node: onnx.NodeProto) -> int:

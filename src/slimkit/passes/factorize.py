@@ -28,6 +28,7 @@ from slimkit.models.base import ModelKind, OnnxModel, TorchModel, WorkingModel
 from slimkit.models.onnx_graph import copy_model, gemm_to_matmul, remove_unused_initializers
 from slimkit.passes.base import Context, Pass, PassConfig, PassResult, register
 from slimkit.passes.select import select_names
+from slimkit.train import TrainConfig
 
 
 class FactorizeConfig(PassConfig):
@@ -42,6 +43,10 @@ class FactorizeConfig(PassConfig):
     min_params: int = 4096
     include: list[str] = []
     exclude: list[str] = []
+    # PyTorch: fine-tune the factors against the original model (recovery distillation).
+    train: TrainConfig | None = None
+    alpha: float | None = None
+    temperature: float = 4.0
 
 
 def choose_rank(w2d: np.ndarray, cfg: FactorizeConfig, inputs: np.ndarray | None = None) -> int:
@@ -93,6 +98,9 @@ class Factorize(Pass):
         if isinstance(model, TorchModel):
             return self._run_torch(model, ctx)
         assert isinstance(model, OnnxModel)
+        if self.config.train is not None:
+            raise SlimkitError("factorize: an ONNX model cannot be fine-tuned",
+                               "start from the PyTorch model to fine-tune the factors, or drop train:")
         return self._run_onnx(model, ctx)
 
     # ---- ONNX ----
@@ -220,7 +228,15 @@ class Factorize(Pass):
         result = TorchModel(module=module, input_specs=model.input_specs, example_inputs=model.example_inputs,
                             output_names=model.output_names)
         result.carry_over(model)
-        return PassResult(result, {**_summary(layers, self.config), "skipped_negative": skipped})
+        stats = {**_summary(layers, self.config), "skipped_negative": skipped}
+        if self.config.train is not None:
+            from slimkit.passes.recovery import teacher_for, train_student
+
+            stats["training"] = train_student(module, like=result, teacher=teacher_for(model, ctx), ctx=ctx,
+                                              train_config=self.config.train, pass_name=self.name,
+                                              alpha=self.config.alpha, temperature=self.config.temperature)
+            module.eval()
+        return PassResult(result, stats)
 
 
     def _torch_layer_inputs(self, model: TorchModel, module, layers: dict, ctx: Context) -> dict[str, np.ndarray]:

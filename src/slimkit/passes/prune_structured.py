@@ -12,6 +12,7 @@ from typing import Literal
 from slimkit.errors import SlimkitError
 from slimkit.models.base import ModelKind, TorchModel, WorkingModel
 from slimkit.passes.base import Context, Pass, PassConfig, PassResult, register
+from slimkit.train import TrainConfig
 
 
 class PruneStructuredConfig(PassConfig):
@@ -23,6 +24,10 @@ class PruneStructuredConfig(PassConfig):
     round_to: int | None = None  # keep unit counts a multiple of this (GEMM-friendly shapes)
     target_flop_reduction: float | None = None  # e.g. 0.5 = half the MACs; the ratio is searched
     samples: int = 64  # calibration samples for importance: activation
+    # Recovery: fine-tune the pruned model against the original (distillation; labels too when alpha > 0).
+    train: TrainConfig | None = None
+    alpha: float | None = None
+    temperature: float = 4.0
 
 
 @register
@@ -49,12 +54,17 @@ class PruneStructured(Pass):
         stats = prune_structured(module, example, ratio=cfg.ratio, target=cfg.target, importance=cfg.importance,
                                  data=data, ignore=cfg.ignore, layers=cfg.layers or None, round_to=cfg.round_to,
                                  target_flop_reduction=cfg.target_flop_reduction)
-        # RECOVERY HOOK: fine-tuning / distillation of `module` against `model.module` (the teacher) goes
-        # here, before the new TorchModel is built (the lead adds a `recover` option with the training engine).
         result = TorchModel(module=module, input_specs=model.input_specs, example_inputs=model.example_inputs,
                             output_names=model.output_names, source_files=list(model.source_files),
                             metadata=dict(model.metadata))
         result.carry_over(model)
+        if cfg.train is not None:
+            from slimkit.passes.recovery import teacher_for, train_student
+
+            stats["training"] = train_student(module, like=result, teacher=teacher_for(model, ctx), ctx=ctx,
+                                              train_config=cfg.train, pass_name=self.name, alpha=cfg.alpha,
+                                              temperature=cfg.temperature)
+            module.eval()
         return PassResult(result, stats)
 
     def _calibration(self, model: TorchModel, ctx: Context) -> list[dict]:
