@@ -129,7 +129,7 @@ def test_cli_distill_with_student_checkpoints_and_resume(digits_cache, tmp_path)
     assert first.returncode == 0, first.stderr
     report = json.loads((tmp_path / "a" / "report.json").read_text())
     distill = next(p for p in report["passes"] if p["pass"] == "distill")["stats"]
-    assert distill["student_params"] < 3000 and distill["after"]["accuracy"] > 0.85
+    assert distill["student_params"] < 3000 and distill["after"]["accuracy"] > distill["before"]["accuracy"] + 0.5
     assert len(distill["history"]) == 10 and "soft" in distill["history"][0]
     assert (tmp_path / "ck" / "distill" / "checkpoint.pt").exists()
     again = subprocess.run(cmd + ["-o", str(tmp_path / "b"), "--resume"], capture_output=True, text=True)
