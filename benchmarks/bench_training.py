@@ -1,0 +1,166 @@
+"""Training-based techniques (issue 5, and issue 4's fine-tuning), one run.
+
+- Deep Compression on the digits MLP 64-300-100-10: archive size vs the fp32 weights, test accuracy.
+- Distillation, Hinton-style: a 64-32-10 student distilled from the trained 64-300-100-10 teacher vs the same
+  student trained on labels alone (same engine, epochs, learning rate), 3 seeds, mean and spread of test error.
+- Recovery after structured pruning at 50% MACs: digits CNN (fine-tuned with labels + teacher) and
+  all-MiniLM-L6-v2 (heads + MLP width, feature distillation on the calibration sentences, cosine measured on
+  the held-out evaluation sentences).
+- Factorization of the digits MLP at a 0.5 parameter ratio with fine-tuning (issue 4).
+
+    .venv/bin/python benchmarks/bench_training.py [--skip-minilm]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import torch  # noqa: E402
+
+from slimkit.data import text_data  # noqa: E402
+from slimkit.datasets import digits_arrays  # noqa: E402
+from slimkit.evaluate.fidelity import compare_outputs  # noqa: E402
+from slimkit.evaluate.runners import make_runner  # noqa: E402
+from slimkit.models.loading import load  # noqa: E402
+from slimkit.passes.base import Context, get_pass  # noqa: E402
+from slimkit.pipeline import load_recipe, run_pipeline  # noqa: E402
+from slimkit.report.environment import environment  # noqa: E402
+from slimkit.zoo import minilm_path, sentences, small_digits_mlp, trained_digits_model  # noqa: E402
+
+CACHE = Path(".cache")
+
+
+def ctx(**kw) -> Context:
+    return Context(train_data="sklearn:digits:train", data="sklearn:digits:test", threads=2,
+                   workdir=Path(tempfile.mkdtemp(prefix="bt-")), **kw)
+
+
+def test_accuracy(model) -> float:
+    x, y = digits_arrays("test", image=len(model.input_specs[0].shape) == 4) if hasattr(model, "input_specs") \
+        else digits_arrays("test")
+    name = model.input_specs[0].name
+    return float((make_runner(model, 2).run({name: x})[0].argmax(1) == y).mean())
+
+
+def deep_compression() -> dict:
+    teacher = load(trained_digits_model("mlp", CACHE), task="classification")
+    t0 = time.perf_counter()
+    result = run_pipeline(teacher, load_recipe("deep-compression"), ctx())
+    seconds = time.perf_counter() - t0
+    stats = result.steps[-1]["stats"]
+    x, y = digits_arrays("test")
+    acc = float((make_runner(result.model, 2).run({"x": x})[0].argmax(1) == y).mean())
+    return {"archive_bytes": stats["archive_bytes"], "fp32_weight_bytes": stats["fp32_weight_bytes"],
+            "compression": stats["compression_vs_fp32_weights"], "accuracy_original": test_accuracy(teacher),
+            "accuracy_compressed": acc, "sparsity": result.steps[0]["stats"]["sparsity"],
+            "seconds": seconds, "per_tensor": stats["per_tensor"]}
+
+
+def distillation(seeds=(0, 1, 2), epochs: int = 40, lr: float = 3e-3) -> dict:
+    from slimkit.models.loading import torch_model_from_module
+    from slimkit.passes.recovery import train_student  # noqa: F401 - documents the shared path
+    from slimkit.train import TrainBatch, TrainConfig, fit
+
+    teacher = load(trained_digits_model("mlp", CACHE), task="classification")
+    rows = []
+    for seed in seeds:
+        train = TrainConfig(epochs=epochs, lr=lr, seed=seed)
+        torch.manual_seed(seed)
+        student = torch_model_from_module(small_digits_mlp(), task="classification")
+        distilled = get_pass("distill")({"alpha": 0.1, "temperature": 4.0, "train": train.model_dump()}).run(
+            student, ctx(reference=teacher)).model
+        torch.manual_seed(seed)
+        labels_only = torch_model_from_module(small_digits_mlp(), task="classification")
+        from slimkit.data import load_data
+
+        data = load_data("sklearn:digits:train", labels_only, batch_size=32)
+
+        def ce(m, batch: TrainBatch):
+            return torch.nn.functional.cross_entropy(m(**batch.feed), batch.labels)
+
+        fit(labels_only.module, ce, data, train)
+        rows.append({"seed": seed, "distilled_error": 1 - test_accuracy(distilled),
+                     "labels_only_error": 1 - test_accuracy(labels_only)})
+    d = [r["distilled_error"] for r in rows]
+    b = [r["labels_only_error"] for r in rows]
+    return {"teacher_error": 1 - test_accuracy(teacher), "student_params": sum(
+        p.numel() for p in small_digits_mlp().parameters()), "teacher_params": sum(
+        p.numel() for p in teacher.module.parameters()), "epochs": epochs, "lr": lr, "alpha": 0.1, "temperature": 4.0,
+        "rows": rows, "distilled_mean": statistics.mean(d), "distilled_stdev": statistics.stdev(d),
+        "labels_only_mean": statistics.mean(b), "labels_only_stdev": statistics.stdev(b)}
+
+
+def structured_recovery_digits() -> dict:
+    teacher = load(trained_digits_model("cnn", CACHE), task="classification")
+    out = {"original": test_accuracy(teacher)}
+    for label, train in (("no fine-tuning", None), ("fine-tuned", {"epochs": 10, "lr": 1e-3})):
+        cfg = {"target": "channels", "target_flop_reduction": 0.5, **({"train": train} if train else {})}
+        result = get_pass("prune-structured")(cfg).run(teacher, ctx())
+        out[label] = {"accuracy": test_accuracy(result.model), "mac_reduction": result.stats.get("mac_reduction")}
+    return out
+
+
+def structured_recovery_minilm(epochs: int) -> dict:
+    teacher = load(minilm_path())
+    calib = sentences("calib")
+    eval_lines = sentences("eval", 256)
+    base_ctx = Context(threads=2, seq_len=128, workdir=Path(tempfile.mkdtemp(prefix="btm-")), reference=teacher,
+                       train_data=text_data(calib, teacher, batch_size=16, seq_len=128),
+                       data=text_data(eval_lines, teacher, batch_size=16, seq_len=128))
+    evaluation = text_data(eval_lines, teacher, batch_size=16, seq_len=128)
+    ref = make_runner(teacher, 2)
+    reference = [ref.run(b.feed)[0] for b in evaluation]
+    out = {}
+    for label, train in (("no recovery", None), ("distilled", {"epochs": epochs, "lr": 1e-4, "batch_size": 16})):
+        cfg = {"target": "all", "target_flop_reduction": 0.5, **({"train": train} if train else {})}
+        t0 = time.perf_counter()
+        result = get_pass("prune-structured")(cfg).run(teacher, base_ctx)
+        runner = make_runner(result.model, 2)
+        fid = compare_outputs(reference, [runner.run(b.feed)[0] for b in evaluation])
+        out[label] = {"cosine_mean": fid["cosine_mean"], "cosine_min": fid["cosine_min"],
+                      "mac_reduction": result.stats.get("mac_reduction"), "seconds": time.perf_counter() - t0}
+        if train:
+            out[label]["history"] = result.stats["training"]["history"]
+    return out
+
+
+def factorize_finetune() -> dict:
+    teacher = load(trained_digits_model("mlp", CACHE), task="classification")
+    out = {"original": test_accuracy(teacher)}
+    for label, train in (("no fine-tuning", None), ("fine-tuned", {"epochs": 15, "lr": 2e-3})):
+        cfg = {"ratio": 0.5, **({"train": train} if train else {})}
+        out[label] = test_accuracy(get_pass("factorize")(cfg).run(teacher, ctx()).model)
+    return out
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--skip-minilm", action="store_true")
+    parser.add_argument("--minilm-epochs", type=int, default=3)
+    parser.add_argument("--out", default="benchmarks/out/training.json")
+    args = parser.parse_args()
+    torch.set_num_threads(2)
+    result = {"date": time.strftime("%Y-%m-%d"), "environment": environment(2)}
+    for name, fn in (("deep_compression", deep_compression), ("distillation", distillation),
+                     ("factorize_finetune", factorize_finetune), ("structured_digits", structured_recovery_digits)):
+        result[name] = fn()
+        print(name, json.dumps(result[name], default=str)[:800], flush=True)
+    if not args.skip_minilm and minilm_path():
+        result["structured_minilm"] = structured_recovery_minilm(args.minilm_epochs)
+        print("structured_minilm", json.dumps(result["structured_minilm"], default=str)[:1500], flush=True)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(result, indent=2, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
