@@ -183,12 +183,7 @@ def test_recurrent_layers_export_with_dynamic_batch(kind, tmp_path):
 _DROP = {"int8-dynamic": 0.05, "fp16": 0.02, "cluster-16": 0.05, "svd-ratio-0.5": 0.9, "prune-50": 0.9}
 
 
-_PRUNE_XFAIL = pytest.mark.xfail(
-    strict=True, reason="the torch-side prune pass only finds nn.Linear / nn.Conv modules; Keras Dense / Conv "
-    "layers hold their kernels as plain Parameters, so nothing is pruned")
-
-
-@pytest.mark.parametrize("recipe", [r if r != "prune-50" else pytest.param(r, marks=_PRUNE_XFAIL) for r in _DROP])
+@pytest.mark.parametrize("recipe", list(_DROP))
 def test_recipes_on_keras_model_report_accuracy(work, recipe):
     # The MLP (.keras) rather than the CNN: eager Keras convolutions on the torch backend are slow to measure.
     if recipe not in builtin_recipes():

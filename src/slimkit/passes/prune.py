@@ -120,6 +120,8 @@ class Prune(Pass):
         module = copy.deepcopy(model.module)
         prunable = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
         params = {f"{n}.weight": m.weight for n, m in module.named_modules() if isinstance(m, prunable)}
+        # Keras 3 layers (torch backend) keep their weights as `...kernel` Parameters, not nn.Linear/ConvNd.
+        params.update({n: p for n, p in module.named_parameters() if n.endswith("kernel") and p.dim() >= 2})
         names = select_names([(n, p.numel()) for n, p in params.items()], include=cfg.include,
                              exclude=cfg.exclude, min_params=cfg.min_params, what="weight")
         chosen = {n: params[n] for n in names}
