@@ -65,7 +65,7 @@ def deep_compression() -> dict:
             "seconds": seconds, "per_tensor": stats["per_tensor"]}
 
 
-def distillation(seeds=(0, 1, 2), epochs: int = 40, lr: float = 3e-3) -> dict:
+def distillation(seeds=(0, 1, 2), epochs: int = 60, lr: float = 3e-3, alpha: float = 0.0) -> dict:
     from slimkit.models.loading import torch_model_from_module
     from slimkit.passes.recovery import train_student  # noqa: F401 - documents the shared path
     from slimkit.train import TrainBatch, TrainConfig, fit
@@ -76,7 +76,7 @@ def distillation(seeds=(0, 1, 2), epochs: int = 40, lr: float = 3e-3) -> dict:
         train = TrainConfig(epochs=epochs, lr=lr, seed=seed)
         torch.manual_seed(seed)
         student = torch_model_from_module(small_digits_mlp(), task="classification")
-        distilled = get_pass("distill")({"alpha": 0.1, "temperature": 4.0, "train": train.model_dump()}).run(
+        distilled = get_pass("distill")({"alpha": alpha, "temperature": 4.0, "train": train.model_dump()}).run(
             student, ctx(reference=teacher)).model
         torch.manual_seed(seed)
         labels_only = torch_model_from_module(small_digits_mlp(), task="classification")
@@ -94,7 +94,7 @@ def distillation(seeds=(0, 1, 2), epochs: int = 40, lr: float = 3e-3) -> dict:
     b = [r["labels_only_error"] for r in rows]
     return {"teacher_error": 1 - test_accuracy(teacher), "student_params": sum(
         p.numel() for p in small_digits_mlp().parameters()), "teacher_params": sum(
-        p.numel() for p in teacher.module.parameters()), "epochs": epochs, "lr": lr, "alpha": 0.1, "temperature": 4.0,
+        p.numel() for p in teacher.module.parameters()), "epochs": epochs, "lr": lr, "alpha": alpha, "temperature": 4.0,
         "rows": rows, "distilled_mean": statistics.mean(d), "distilled_stdev": statistics.stdev(d),
         "labels_only_mean": statistics.mean(b), "labels_only_stdev": statistics.stdev(b)}
 

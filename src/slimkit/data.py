@@ -233,7 +233,7 @@ def _sklearn_arrays(text: str, specs: Sequence[InputSpec]):
     name, _, split = text.split(":", 1)[1].partition(":")
     split = split or "test"
     if name != "digits" or split not in ("train", "test"):
-        raise SlimkitError(f"unknown built-in dataset '{text}'",
+        raise SlimkitError(f"unknown built-in dataset '{text.split(':', 1)[1]}'",
                            "available: sklearn:digits (the test split), sklearn:digits:train, sklearn:digits:test")
     from slimkit.datasets import digits_arrays
 
