@@ -410,7 +410,7 @@ def test_unknown_suffix_and_weights_only_files(tmp_path):
     with pytest.raises(SlimkitError, match="holds only weights, not a model.*--weights"):
         load(tmp_path / "w.safetensors")
     (tmp_path / "m.h5").write_bytes(b"data")
-    with pytest.raises(SlimkitError, match="Keras files are not supported"):
+    with pytest.raises(SlimkitError, match="not a readable HDF5 file"):
         load(tmp_path / "m.h5")
     (tmp_path / "nothing").mkdir()
     with pytest.raises(SlimkitError, match="folder with no model slimkit recognizes"):
