@@ -5,7 +5,8 @@ Parameters, so slimkit's exporters and training passes work on it once it is wra
 `KerasModule`, which gives it named tensor inputs like every other `TorchModel`.
 
 Models load with `compile=False` and `safe_mode=True`: no Lambda layer's pickled bytecode is run.
-The input file is only read.
+The input file is only read. `save_keras` writes a (pruned, clustered, fine-tuned) model back to a
+`.keras` file: the torch Parameters the passes changed in place are the Keras variables.
 """
 
 from __future__ import annotations
@@ -336,4 +337,94 @@ def savedmodel_error(path: Path) -> SlimkitError:
     return SlimkitError(f"{path} is a TensorFlow SavedModel folder", _SAVEDMODEL_HINT)
 
 
-__all__ = ["KerasModule", "load_keras", "import_keras", "KERAS_SUFFIXES"]
+# ---- back to a Keras file ----
+
+
+def keras_model_of(model: Any):
+    """The Keras model inside a `TorchModel` / `KerasModule` loaded by `load_keras` (or a SlimkitError)."""
+    module = getattr(model, "module", model)
+    if not isinstance(module, KerasModule):
+        what = type(module).__name__
+        raise SlimkitError(f"only a model loaded from a Keras file can be saved as .keras (this one is a {what})",
+                           "load the .keras / .h5 file with slimkit.load, and keep to passes that change weights "
+                           "in place (prune, cluster, fine-tuning); other results are saved as ONNX")
+    return module.inner
+
+
+def sync_keras_variables(keras_model) -> int:
+    """Make every Keras variable hold the torch Parameter registered for it; returns how many were updated.
+
+    Passes change weights in place, so normally nothing is updated; a pass that assigned a new Parameter
+    to the module would otherwise be lost on save. A shape change cannot be followed by Keras layers.
+    """
+    import torch
+
+    registered = dict(getattr(keras_model, "_torch_params", None) or {})
+    updated = 0
+    for variable in keras_model.variables:
+        param = registered.get(variable.path)
+        if param is None or param is variable.value:
+            continue
+        if tuple(param.shape) != tuple(variable.shape):
+            raise SlimkitError(
+                f"Keras weight '{variable.path}' changed shape {tuple(variable.shape)} -> {tuple(param.shape)}",
+                "passes that change layer shapes (factorize, structured pruning) cannot be written back to "
+                "Keras layers: save the result as ONNX")
+        with torch.no_grad():
+            variable.assign(param.detach())
+        updated += 1
+    return updated
+
+
+def save_keras(model: Any, path: str | Path) -> Path:
+    """Write the Keras model behind `model` (a `TorchModel` from `load_keras`, or its `KerasModule`) to `path`.
+
+    `path` ends in `.keras` (Keras 3 format; `.h5` writes the legacy HDF5 format). The file is written to a
+    temporary name beside `path` and moved into place, so a failure leaves no half-written file; the model's
+    own source file is never overwritten.
+    """
+    from slimkit.artifacts import check_not_input
+
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in (".keras", ".h5"):
+        raise SlimkitError(f"cannot save a Keras model as '{path.name}'", "use a .keras file name (or .h5)")
+    keras_model = keras_model_of(model)
+    import_keras()
+    sources = [Path(p) for p in getattr(model, "source_files", []) or []]
+    source = getattr(model, "source", "")
+    if source and Path(source).suffix.lower() in KERAS_SUFFIXES:
+        sources.append(Path(source))
+    check_not_input(path, sources)
+    if path.is_dir():
+        raise SlimkitError(f"{path} is a folder", "give the path of the .keras file to write")
+    sync_keras_variables(keras_model)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temp = path.with_name(f".{path.stem}.tmp-{os.getpid()}{path.suffix}")
+    try:
+        keras_model.save(str(temp))
+        os.replace(temp, path)
+    except SlimkitError:
+        raise
+    except Exception as exc:
+        raise SlimkitError(f"Keras could not save the model to {path}: {first_line(exc)}",
+                           "check that the folder is writable and the model has only Keras 3 layers") from exc
+    finally:
+        if temp.exists():
+            temp.unlink()
+    return path
+
+
+def keras_weight_stats(keras_model) -> dict:
+    """Sparsity and number of distinct values of the kernels (>= 2-D weights) of a Keras model."""
+    import numpy as np
+
+    kernels = [(v.path, np.asarray(v.numpy())) for v in keras_model.trainable_variables if len(v.shape) >= 2]
+    total = sum(w.size for _, w in kernels)
+    zeros = sum(int((w == 0).sum()) for _, w in kernels)
+    return {"kernels": len(kernels), "kernel_params": int(total),
+            "kernel_sparsity": zeros / total if total else 0.0,
+            "max_distinct_per_kernel": max((len(np.unique(w)) for _, w in kernels), default=0)}
+
+
+__all__ = ["KerasModule", "load_keras", "import_keras", "save_keras", "keras_model_of", "KERAS_SUFFIXES"]

@@ -121,5 +121,5 @@ def _load_builtin_passes() -> None:
     import importlib
 
     for module in ("convert", "fp16", "fusion", "quantize", "mixed_precision", "fake_quant", "cluster", "factorize",
-                   "prune", "sparse_storage", "prune_structured", "distill", "archive"):
+                   "prune", "sparse_storage", "prune_structured", "distill", "archive", "to_keras"):
         importlib.import_module(f"slimkit.passes.{module}")

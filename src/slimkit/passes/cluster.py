@@ -141,7 +141,7 @@ class Cluster(Pass):
 
         cfg = self.config
         module = copy.deepcopy(model.module)
-        params = {n: p for n, p in module.named_parameters() if n.endswith("weight") and p.dim() >= 2}
+        params = {n: p for n, p in module.named_parameters() if n.endswith(("weight", "kernel")) and p.dim() >= 2}
         names = select_names([(n, p.numel()) for n, p in params.items()], include=self.config.include,
                              exclude=self.config.exclude, min_params=self.config.min_params, what="parameter")
         if cfg.biases:

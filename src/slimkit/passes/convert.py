@@ -62,10 +62,13 @@ class ToOnnx(Pass):
                 if diff > self.config.tolerance:
                     failures.append(f"{exporter}: outputs differ from PyTorch by {diff:.2e}")
                     continue
-                return PassResult(onnx_model, {
-                    "exporter": exporter, "dynamic_shapes": dynamic, "max_abs_diff_vs_torch": diff,
-                    "opset": _opset(proto), "nodes": len(proto.graph.node),
-                })
+                # An exporter may specialize a dim it was asked to keep dynamic (then only the example was checked).
+                fixed = _fixed_dims(model, onnx_model) if dynamic else {}
+                stats = {"exporter": exporter, "dynamic_shapes": dynamic and not fixed,
+                         "max_abs_diff_vs_torch": diff, "opset": _opset(proto), "nodes": len(proto.graph.node)}
+                if fixed:
+                    stats["fixed_dims"] = fixed
+                return PassResult(onnx_model, stats)
         raise SlimkitError("could not export the model to ONNX: " + "; ".join(failures)[:600],
                            "check that the model is traceable (no data-dependent Python control flow)")
 
@@ -150,6 +153,19 @@ def verify_against_torch(model: TorchModel, onnx_model: OnnxModel) -> float:
                 return float("inf")
             worst = max(worst, float(np.abs(e - g.astype(np.float32)).max()) if e.size else 0.0)
     return worst
+
+
+def _fixed_dims(model: TorchModel, onnx_model: OnnxModel) -> dict[str, dict[int, int]]:
+    """Dims the PyTorch model declares dynamic that the exported ONNX inputs have fixed: {input: {axis: size}}."""
+    exported = {s.name: s.shape for s in onnx_model.input_specs}
+    fixed: dict[str, dict[int, int]] = {}
+    for spec in model.input_specs:
+        shape = exported.get(spec.name, ())
+        axes = {i: shape[i] for i, d in enumerate(spec.shape)
+                if not isinstance(d, int) and i < len(shape) and isinstance(shape[i], int)}
+        if axes:
+            fixed[spec.name] = axes
+    return fixed
 
 
 def _opset(proto) -> int:

@@ -8,6 +8,7 @@ works as well as a PyTorch one.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -90,12 +91,18 @@ def train_student(module: Any, *, like: TorchModel, teacher: WorkingModel, ctx: 
                                "give a student with the same output (number of classes) as the teacher")
         projection = nn.Linear(probe.shape[1], targets.shape[1])  # trained with the student, not exported
 
+    hidden = HiddenStates(module, teacher) if not classify else None
+
     def loss_fn(m, batch: TrainBatch):
         out = student_out(m, batch.feed)
         teacher_batch = targets[batch.index]
         if classify:
             return distillation_loss(out, teacher_batch, batch.labels, alpha=alpha, temperature=temperature)
-        return feature_loss(out, teacher_batch, projection)
+        parts = feature_loss(out, teacher_batch, projection)
+        if hidden is not None and hidden.pairs:
+            layer_mse = hidden.loss(batch.feed)
+            parts = {**parts, "loss": parts["loss"] + layer_mse, "hidden": layer_mse.detach()}
+        return parts
 
     evaluate, eval_on = _evaluator(held_out if held_out is not None else train, teacher, classify, ctx, student_out,
                                    projection)
@@ -114,11 +121,72 @@ def train_student(module: Any, *, like: TorchModel, teacher: WorkingModel, ctx: 
                  checkpoint_dir=checkpoint, resume=ctx.resume, before_step=before_step, after_step=after_step,
                  params=params, progress=lambda line: ctx.progress(f"{pass_name}: {line}"))
     after = evaluate(module)
+    if hidden is not None:
+        hidden.close()
     return {"alpha": alpha, "temperature": temperature, "loss": "logits" if classify else "features",
-            "projection": projection is not None, "train_samples": train.num_samples, "evaluated_on": eval_on,
+            "projection": projection is not None,
+            "hidden_layers_matched": len(hidden.pairs) if hidden is not None else 0, "train_samples": train.num_samples, "evaluated_on": eval_on,
             "before": before, "after": after, "epochs_run": len(result.history), "steps": result.steps,
             "best_epoch": result.best_epoch, "stopped_early": result.stopped_early,
             "resumed_from_epoch": result.resumed_from_epoch, "history": result.history}
+
+
+class HiddenStates:
+    """Layer-wise distillation for encoders: MSE between each transformer block's output in the student and the
+    teacher (TinyBERT-style), over real tokens only.
+
+    Used when the teacher is a PyTorch model whose blocks (`...encoder.layer.N`) have the student's names and
+    widths, as after head / MLP-width pruning or factorization. Per-layer targets give a pruned encoder far
+    more signal than its final embedding alone.
+    """
+
+    _BLOCK = re.compile(r"(^|\.)(encoder\.layer|layers?|blocks?|h)\.\d+$")
+
+    def __init__(self, student: Any, teacher: WorkingModel) -> None:
+        self.pairs: list[str] = []
+        self._hooks: list = []
+        self._student: dict[str, Any] = {}
+        self._teacher: dict[str, Any] = {}
+        if not isinstance(teacher, TorchModel) or teacher.module is student:
+            return
+        self.teacher = teacher.module.eval()
+        student_blocks = {n: m for n, m in student.named_modules() if self._BLOCK.search(n)}
+        teacher_blocks = {n: m for n, m in self.teacher.named_modules() if self._BLOCK.search(n)}
+        self.pairs = sorted(set(student_blocks) & set(teacher_blocks))
+        for name in self.pairs:
+            self._hooks.append(student_blocks[name].register_forward_hook(self._grab(self._student, name)))
+            self._hooks.append(teacher_blocks[name].register_forward_hook(self._grab(self._teacher, name)))
+
+    @staticmethod
+    def _grab(store: dict, name: str):
+        def hook(_module, _args, output):
+            store[name] = output[0] if isinstance(output, tuple) else output
+        return hook
+
+    def loss(self, feed: dict) -> Any:
+        """Mean over matched blocks of the masked MSE; call right after the student's forward on `feed`."""
+        import torch
+
+        with torch.no_grad():
+            self.teacher(**feed)
+        mask = feed.get("attention_mask")
+        total = 0.0
+        for name in self.pairs:
+            s, t = self._student[name], self._teacher[name]
+            if s.shape != t.shape:
+                continue
+            err = (s - t).pow(2).mean(-1)
+            if mask is not None and err.shape == mask.shape:
+                err = (err * mask).sum() / mask.sum().clamp(min=1)
+            total = total + err.mean()
+        self._student.clear()
+        self._teacher.clear()
+        return total / max(len(self.pairs), 1)
+
+    def close(self) -> None:
+        for hook in self._hooks:
+            hook.remove()
+        self._hooks.clear()
 
 
 def _evaluator(data: Dataset, teacher: WorkingModel, classify: bool, ctx: Context, student_out, projection):
