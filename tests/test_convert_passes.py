@@ -224,3 +224,29 @@ def test_passes_do_not_mutate_their_input(converted, file_hash):
     get_pass("onnx-cleanup")().run(onnx_model, ctx)
     assert file_hash(onnx_model.path) == before and len(onnx_model.proto.graph.node) == nodes
     assert onnx.TensorProto.FLOAT16 not in {t.data_type for t in onnx_model.proto.graph.initializer}
+
+
+def test_fp16_tflite_halves_the_file_and_keeps_accuracy(converted, tmp_path):
+    from slimkit.api import optimize
+
+    result = optimize(converted.torch, "fp16", to="tflite", data="sklearn:digits", measure=True)
+    assert result.recipe.name == "tflite-fp16"
+    model = result.model
+    assert isinstance(model, TfliteModel)
+    stats = result.steps[-1]["stats"]
+    assert stats["precision"] == "fp16"
+    assert model.size_bytes() < 0.6 * stats["fp32_bytes"]
+    original, fp16 = result.measurements
+    assert fp16.runtime == "litert"
+    assert fp16.fidelity["cosine_min"] > 0.999
+    assert fp16.metrics["accuracy"] >= original.metrics["accuracy"] - 0.01
+
+
+def test_optimize_to_retargets_or_refuses(converted):
+    from slimkit.pipeline import load_recipe, retarget
+
+    assert [n for n, _ in retarget(load_recipe("int8-dynamic"), "openvino").steps][-1] == "to-openvino"
+    assert [n for n, _ in retarget(load_recipe("prune-channels-30"), "tflite").steps] == ["prune-structured",
+                                                                                           "to-tflite"]
+    with pytest.raises(SlimkitError, match="cannot end in TFLite: transformer-fusion, int8-dynamic work on ONNX"):
+        retarget(load_recipe("int8-dynamic"), "tflite")

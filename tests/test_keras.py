@@ -233,6 +233,21 @@ def test_tflite_from_keras(work, tmp_path):
         assert err <= TOL, (name, err)
 
 
+def test_fp16_tflite_from_h5_with_the_seed_command(work, tmp_path):
+    # The seed's example: `slimkit optimize my_model.h5 --recipe fp16 --to tflite`.
+    pytest.importorskip("ai_edge_quantizer")
+    out = tmp_path / "fp16-tflite"
+    code = cli_main(["optimize", str(work["root"] / "mlp.keras"), "--recipe", "fp16", "--to", "tflite", "-o",
+                     str(out), "--data", str(work["root"] / "mlp.npz")])
+    assert code == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["recipe"]["name"] == "tflite-fp16"
+    original, fp16 = report["measurements"]
+    assert fp16["runtime"] == "litert" and fp16["fidelity"]["cosine_min"] > 0.999
+    assert fp16["metrics"]["accuracy"] >= original["metrics"]["accuracy"] - 0.01
+    assert (out / "model.tflite").exists()
+
+
 def test_distill_recipe_on_keras_model_from_the_cli(work, tmp_path):
     # The migration table's command, in process: the Keras MLP distilled into itself from its original.
     out = tmp_path / "distilled"

@@ -34,6 +34,7 @@ BUILTINS = {
     "prune-heads-25": ["prune-structured", "to-onnx", "onnx-cleanup"],
     "deep-compression": ["prune", "cluster", "to-onnx", "onnx-cleanup", "to-slim"],
     "distill": ["distill", "to-onnx", "onnx-cleanup"],
+    "tflite-fp16": ["to-tflite"],
 }
 
 

@@ -74,6 +74,7 @@ def optimize(
     train_data: Any = None,
     checkpoint_dir: str | Path | None = None,
     resume: bool = False,
+    to: str | None = None,
 ) -> OptimizeResult:
     """Run a recipe on a model, measure the result against the original, and optionally save it.
 
@@ -82,6 +83,10 @@ def optimize(
     """
     original = _resolve_model(model, example_inputs=example_inputs, weights=weights, task=task, shapes=shapes)
     recipe_obj = load_recipe(recipe)
+    if to is not None:
+        from slimkit.pipeline import retarget
+
+        recipe_obj = retarget(recipe_obj, to)
     if min_cosine is not None or max_drop is not None:
         overrides = {**target_overrides(recipe_obj, min_cosine, max_drop), **(overrides or {})}
     plan(recipe_obj, original.kind, overrides)  # reject a bad chain before any work

@@ -55,6 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint-dir", help="training passes write a checkpoint per epoch here "
                    "(default: OUTPUT.checkpoints)")
     p.add_argument("--resume", action="store_true", help="continue interrupted training from --checkpoint-dir")
+    p.add_argument("--to", choices=["onnx", "openvino", "tflite"],
+                   help="artifact format at the end (e.g. --recipe fp16 --to tflite: fp16 TFLite)")
     _common(p)
 
     p = sub.add_parser("bench", help="measure models: size, latency, fidelity vs --reference, accuracy")
@@ -181,7 +183,7 @@ def cmd_optimize(args) -> int:
                           threads=args.threads, batch_size=args.batch_size, seq_len=args.seq_len,
                           shapes=_shapes(args), progress=say, min_cosine=args.min_cosine, max_drop=args.max_drop,
                           train_data=args.train_data, checkpoint_dir=checkpoints, resume=args.resume,
-                          overrides=overrides)
+                          overrides=overrides, to=args.to)
     code = _print_result(args, result.report, extra={"output": str(args.output)})
     from slimkit.api import targets_missed
 

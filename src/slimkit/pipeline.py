@@ -33,6 +33,35 @@ class Recipe:
                 "passes": [{"pass": n, **cfg} for n, cfg in self.steps]}
 
 
+def retarget(recipe: Recipe, to: str) -> Recipe:
+    """The recipe with its artifact converted to `to` ("onnx", "openvino", "tflite") at the end.
+
+    TFLite is converted from PyTorch (litert-torch), so only recipes whose work happens on the PyTorch model
+    can end there; `fp16` maps to `tflite-fp16` (fp16 weights in the flatbuffer), as the TFLite converter's
+    `supported_types = [tf.float16]` does.
+    """
+    onnx_glue = ("to-onnx", "onnx-cleanup")
+    if to == "tflite":
+        if recipe.name in ("fp16", "tflite", "tflite-fp16"):
+            return load_recipe("tflite" if recipe.name == "tflite" else "tflite-fp16")
+        work = [(n, c) for n, c in recipe.steps if n not in onnx_glue]
+        onnx_only = [n for n, _ in work if ModelKind.TORCH not in get_pass(n).accepts
+                     or get_pass(n)().output_kind(ModelKind.TORCH) != ModelKind.TORCH]
+        if onnx_only:
+            raise SlimkitError(f"recipe {recipe.name} cannot end in TFLite: {', '.join(onnx_only)} work on ONNX",
+                               "TFLite is converted from PyTorch: use recipes that change the PyTorch model "
+                               "(prune-channels-30, distill, ...), fp16, or --to onnx / openvino")
+        return Recipe(f"{recipe.name}+tflite", recipe.description, work + [("to-tflite", {})], recipe.source)
+    if to == "openvino":
+        if recipe.steps and recipe.steps[-1][0] == "to-openvino":
+            return recipe
+        return Recipe(f"{recipe.name}+openvino", recipe.description, recipe.steps + [("to-openvino", {})],
+                      recipe.source)
+    if to == "onnx":
+        return recipe
+    raise SlimkitError(f"unknown output format '{to}'", "choose onnx, openvino or tflite")
+
+
 def builtin_recipes() -> dict[str, Path]:
     folder = resources.files("slimkit") / "recipes"
     return {Path(str(p)).stem: Path(str(p)) for p in folder.iterdir() if str(p).endswith(".yaml")}

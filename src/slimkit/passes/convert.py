@@ -6,6 +6,7 @@ import contextlib
 import io
 import logging
 import warnings
+from pathlib import Path
 from typing import Literal
 
 import numpy as np
@@ -256,7 +257,9 @@ class ToOpenVino(Pass):
 
 
 class ToTfliteConfig(PassConfig):
-    pass
+    # fp16: weights stored as float16 (ai-edge-quantizer's float casting, what the TFLite converter's
+    # `supported_types = [tf.float16]` does); compute stays float32.
+    precision: Literal["fp32", "fp16"] = "fp32"
 
 
 @register
@@ -283,12 +286,42 @@ class ToTflite(Pass):
             except Exception as exc:
                 raise SlimkitError(f"litert-torch cannot convert this model: {first_line(exc, 200)}",
                                    "TFLite needs static shapes and ops LiteRT supports") from exc
-        path = ctx.scratch("to-tflite") / "model.tflite"
+        folder = ctx.scratch("to-tflite")
+        path = folder / "model.tflite"
         edge.export(str(path))
+        stats = {"input_shapes": {n: list(t.shape) for n, t in zip(names, sample, strict=True)},
+                 "precision": self.config.precision, "fp32_bytes": path.stat().st_size}
+        if self.config.precision == "fp16":
+            fp32_path, path = path, folder / "model-fp16.tflite"
+            fp16_weights(fp32_path, path)
+            fp32_path.unlink()
         result = TfliteModel(path=path)
         result.carry_over(model)
         result.metadata["input_names"] = names
-        return PassResult(result, {"input_shapes": {n: list(t.shape) for n, t in zip(names, sample, strict=True)}})
+        return PassResult(result, stats)
+
+
+def fp16_weights(source: Path, target: Path) -> None:
+    """Store a TFLite file's float weights as float16 (dequantized in the graph), via ai-edge-quantizer."""
+    try:
+        from ai_edge_quantizer import algorithm_manager, qtyping, quantizer
+    except ImportError as exc:
+        raise SlimkitError("fp16 TFLite needs ai-edge-quantizer, which is not installed",
+                           "install it with: pip install 'slimkit[tflite]'") from exc
+    config = qtyping.OpQuantizationConfig(
+        weight_tensor_config=qtyping.TensorQuantizationConfig(num_bits=16, dtype=qtyping.TensorDataType.FLOAT),
+        compute_precision=qtyping.ComputePrecision.FLOAT, explicit_dequantize=True)
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+            warnings.simplefilter("ignore")
+            q = quantizer.Quantizer(str(source))
+            q.update_quantization_recipe(regex=".*", operation_name=qtyping.TFLOperationName.ALL_SUPPORTED,
+                                         op_config=config,
+                                         algorithm_key=algorithm_manager.AlgorithmName.FLOAT_CASTING)
+            q.quantize().export_model(str(target), overwrite=True)
+    except Exception as exc:
+        raise SlimkitError(f"ai-edge-quantizer cannot cast this TFLite model to fp16: {first_line(exc, 200)}",
+                           "use the fp32 tflite recipe") from exc
 
 
 def _with_batch(tensor, batch_size: int, spec):
