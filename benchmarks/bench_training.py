@@ -24,6 +24,7 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
+import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from slimkit.data import text_data  # noqa: E402
@@ -99,6 +100,42 @@ def distillation(seeds=(0, 1, 2), epochs: int = 60, lr: float = 3e-3, alpha: flo
         "labels_only_mean": statistics.mean(b), "labels_only_stdev": statistics.stdev(b)}
 
 
+def distillation_few_labels(seeds=(0, 1, 2), fraction: float = 0.1, epochs: int = 60, lr: float = 3e-3) -> dict:
+    """The semi-supervised case distillation is made for: only `fraction` of the training images have labels.
+
+    Labels only: the student trained on the labeled subset (same number of optimizer steps). Distilled: the
+    student learns the teacher's soft targets on every training image, no labels (alpha 0).
+    """
+    from slimkit.data import Batch, Dataset
+    from slimkit.models.loading import torch_model_from_module
+    from slimkit.train import TrainConfig, fit
+
+    teacher = load(trained_digits_model("mlp", CACHE), task="classification")
+    x, y = digits_arrays("train")
+    rows = []
+    for seed in seeds:
+        pick = np.random.default_rng(seed).permutation(len(x))[: int(len(x) * fraction)]
+        subset = Dataset([Batch({"x": x[pick]}, y[pick])], "digits train subset")
+        torch.manual_seed(seed)
+        labels_only = torch_model_from_module(small_digits_mlp(), task="classification")
+        fit(labels_only.module, lambda m, b: torch.nn.functional.cross_entropy(m(**b.feed), b.labels), subset,
+            TrainConfig(epochs=int(epochs / fraction), lr=lr, seed=seed))
+        torch.manual_seed(seed)
+        student = torch_model_from_module(small_digits_mlp(), task="classification")
+        unlabeled = Dataset([Batch({"x": x})], "digits train, labels dropped")
+        distilled = get_pass("distill")({"alpha": 0.0, "temperature": 4.0, "train": {"epochs": epochs, "lr": lr,
+                                                                                       "seed": seed}}).run(
+            student, Context(train_data=unlabeled, data="sklearn:digits:test", reference=teacher, threads=2,
+                             workdir=Path(tempfile.mkdtemp(prefix="btf-")))).model
+        rows.append({"seed": seed, "labels_only_error": 1 - test_accuracy(labels_only),
+                     "distilled_error": 1 - test_accuracy(distilled)})
+    d = [r["distilled_error"] for r in rows]
+    b = [r["labels_only_error"] for r in rows]
+    return {"labeled_fraction": fraction, "labeled_samples": int(len(x) * fraction), "rows": rows,
+            "distilled_mean": statistics.mean(d), "distilled_stdev": statistics.stdev(d),
+            "labels_only_mean": statistics.mean(b), "labels_only_stdev": statistics.stdev(b)}
+
+
 def structured_recovery_digits() -> dict:
     teacher = load(trained_digits_model("cnn", CACHE), task="classification")
     out = {"original": test_accuracy(teacher)}
@@ -151,6 +188,7 @@ def main() -> int:
     torch.set_num_threads(2)
     result = {"date": time.strftime("%Y-%m-%d"), "environment": environment(2)}
     for name, fn in (("deep_compression", deep_compression), ("distillation", distillation),
+                     ("distillation_few_labels", distillation_few_labels),
                      ("factorize_finetune", factorize_finetune), ("structured_digits", structured_recovery_digits)):
         result[name] = fn()
         print(name, json.dumps(result[name], default=str)[:800], flush=True)
