@@ -157,8 +157,9 @@ def structured_recovery_minilm(epochs: int) -> dict:
     ref = make_runner(teacher, 2)
     reference = [ref.run(b.feed)[0] for b in evaluation]
     out = {}
-    for label, train in (("no recovery", None), ("distilled", {"epochs": epochs, "lr": 1e-4, "batch_size": 16})):
-        cfg = {"target": "all", "target_flop_reduction": 0.5, **({"train": train} if train else {})}
+    for label, train in (("no recovery", None), ("distilled", {"epochs": epochs, "lr": 3e-4, "batch_size": 16})):
+        cfg = {"target": "all", "target_flop_reduction": 0.5, "importance": "activation",
+               **({"train": train} if train else {})}
         t0 = time.perf_counter()
         result = get_pass("prune-structured")(cfg).run(teacher, base_ctx)
         runner = make_runner(result.model, 2)
@@ -182,7 +183,7 @@ def factorize_finetune() -> dict:
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--skip-minilm", action="store_true")
-    parser.add_argument("--minilm-epochs", type=int, default=3)
+    parser.add_argument("--minilm-epochs", type=int, default=4)
     parser.add_argument("--out", default="benchmarks/out/training.json")
     args = parser.parse_args()
     torch.set_num_threads(2)
