@@ -102,3 +102,57 @@ def test_training_resumes_from_checkpoint(teacher, tmp_path):
     assert again.stats["resumed_from_epoch"] is not None
     for a, b in zip(full.model.module.state_dict().values(), again.model.module.state_dict().values(), strict=True):
         assert torch.equal(a, b)
+
+
+class _Block(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = torch.nn.Linear(4, 4)
+
+    def forward(self, x):
+        return (torch.relu(self.lin(x)),)  # HF blocks return tuples
+
+
+class _Encoder(torch.nn.Module):
+    """Just the module layout of a BERT encoder: encoder.layer.N blocks."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.encoder = torch.nn.Module()
+        self.encoder.layer = torch.nn.ModuleList([_Block(), _Block()])
+
+    def forward(self, input_ids, attention_mask):
+        h = input_ids
+        for block in self.encoder.layer:
+            h = block(h)[0]
+        return h.mean(1)
+
+
+def test_hidden_state_distillation_matches_blocks_and_masks_padding():
+    import copy
+
+    from slimkit.models.base import TorchModel
+    from slimkit.passes.recovery import HiddenStates
+
+    teacher = _Encoder()
+    student = copy.deepcopy(teacher)
+    hidden = HiddenStates(student, TorchModel(module=teacher))
+    assert hidden.pairs == ["encoder.layer.0", "encoder.layer.1"]
+    feed = {"input_ids": torch.randn(2, 3, 4), "attention_mask": torch.tensor([[1, 1, 0], [1, 0, 0]])}
+    student(**feed)
+    assert hidden.loss(feed).item() == pytest.approx(0.0, abs=1e-12)
+    with torch.no_grad():
+        student.encoder.layer[1].lin.bias += 1.0
+    student(**feed)
+    assert hidden.loss(feed).item() > 0.1
+    # differences on padded positions only do not count
+    padded = {"input_ids": feed["input_ids"].clone(), "attention_mask": feed["attention_mask"]}
+    student2 = copy.deepcopy(teacher)
+    hidden2 = HiddenStates(student2, TorchModel(module=teacher))
+    student2(**padded)
+    hidden2._student["encoder.layer.0"] = hidden2._student["encoder.layer.0"].clone()
+    hidden2._student["encoder.layer.0"][0, 2] += 5.0  # a padded token
+    assert hidden2.loss(padded).item() == pytest.approx(0.0, abs=1e-12)
+    hidden.close()
+    hidden2.close()
+    assert not teacher.encoder.layer[0]._forward_hooks
