@@ -14,14 +14,17 @@ def test_demo_digits_writes_combined_report(tmp_path, monkeypatch):
     saved = json.loads((out / "report.json").read_text())
     assert saved["schema"] == combined["schema"] == "slimkit.demo/1"
     assert [r["input"]["model"] for r in saved["reports"]] == ["digits-mlp (PyTorch)", "digits-cnn (PyTorch)"]
-    for report in saved["reports"]:
+    compressed = {"digits-mlp": ["int8-static", "cluster-16", "deep-compression"],
+                  "digits-cnn": ["int8-static", "prune-channels"]}
+    for report, title in zip(saved["reports"], ("digits-mlp", "digits-cnn"), strict=True):
         labels = [m["label"] for m in report["measurements"]]
-        assert labels == ["pytorch", "onnx", "fp16", "openvino", "tflite"]
-        runtimes = {m["label"]: m["runtime"] for m in report["measurements"]}
-        assert runtimes["openvino"] == "openvino" and runtimes["tflite"] == "litert"
-        for m in report["measurements"][1:]:
+        assert labels == ["pytorch", "onnx", "fp16", "openvino", "tflite"] + compressed[title]
+        by_label = {m["label"]: m for m in report["measurements"]}
+        assert by_label["openvino"]["runtime"] == "openvino" and by_label["tflite"]["runtime"] == "litert"
+        for m in report["measurements"][1:5]:  # conversions: the same model
             assert m["fidelity"]["top1_agreement"] >= 0.99
-            assert m["metrics"]["accuracy"] >= 0.95
+        for m in report["measurements"][1:]:
+            assert m["metrics"]["accuracy"] >= 0.95, m["label"]
             assert m["latency_ms"]["p50"] > 0
         fp16 = report["measurements"][2]
         assert fp16["size_bytes"] < 0.6 * report["measurements"][1]["size_bytes"]
@@ -29,4 +32,9 @@ def test_demo_digits_writes_combined_report(tmp_path, monkeypatch):
     assert html.startswith("<!DOCTYPE html>") and "digits-cnn" in html
     assert (out / "digits-mlp" / "openvino" / "model.xml").exists()
     assert (out / "digits-cnn" / "tflite" / "model.tflite").exists()
+    mlp = {m["label"]: m for m in saved["reports"][0]["measurements"]}
+    assert mlp["deep-compression"]["size_bytes"] * 40 < mlp["pytorch"]["size_bytes"]
+    assert (out / "digits-mlp" / "deep-compression" / "model.slim").exists()
+    cnn_passes = [p["pass"] for p in saved["reports"][1]["passes"] if p.get("artifact") == "prune-channels"]
+    assert cnn_passes[0] == "prune-structured"
     assert not (out / ".work").exists()
