@@ -132,6 +132,9 @@ def test_cli_distill_with_student_checkpoints_and_resume(digits_cache, tmp_path)
     assert distill["student_params"] < 3000 and distill["after"]["accuracy"] > distill["before"]["accuracy"] + 0.5
     assert len(distill["history"]) == 10 and "soft" in distill["history"][0]
     assert (tmp_path / "ck" / "distill" / "checkpoint.pt").exists()
+    html = (tmp_path / "a" / "report.html").read_text()
+    assert "Training curves" in html and "distill: per epoch" in html
+    assert html.count("<polyline") >= 3  # loss, hard, soft (and the eval accuracy)
     again = subprocess.run(cmd + ["-o", str(tmp_path / "b"), "--resume"], capture_output=True, text=True)
     assert again.returncode == 0, again.stderr
     resumed = next(p for p in json.loads((tmp_path / "b" / "report.json").read_text())["passes"]

@@ -337,3 +337,20 @@ def test_human_size():
     assert human_size(87_000_000) == "87.0 MB"
     assert human_size(1_500) == "1.5 kB"
     assert human_size(None) == "–"
+
+
+def test_training_curves_from_pass_history():
+    from slimkit.report.format import training_curves
+    from slimkit.report.html import line_chart
+
+    report = {"passes": [
+        {"pass": "onnx-cleanup", "stats": {}},
+        {"pass": "prune", "stats": {"training": {"history": [
+            {"epoch": 1, "steps": 10, "lr": 0.1, "loss": 2.0, "hard": 1.0, "soft": 3.0, "accuracy": 0.5},
+            {"epoch": 2, "steps": 20, "lr": 0.05, "loss": 1.0, "hard": 0.5, "soft": 1.5, "accuracy": 0.9}]}}},
+    ]}
+    curves = training_curves(report)
+    assert curves == [("prune", {"loss": [2.0, 1.0], "hard": [1.0, 0.5], "soft": [3.0, 1.5],
+                                 "accuracy": [0.5, 0.9]})]
+    svg = line_chart("prune", curves[0][1], "note")
+    assert svg.count("<polyline") == 4 and "2 → 1" in svg and "<script" not in svg

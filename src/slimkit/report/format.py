@@ -191,3 +191,21 @@ def search_sections(report: dict, top: int = 15) -> list[tuple[str, list[tuple[s
         ) for r in (stats.get("sensitivity") or [])[:top]]
         sections.append((str(step.get("pass")), tried, sens))
     return sections
+
+
+def training_curves(report: dict) -> list[tuple[str, dict[str, list[float]]]]:
+    """(pass, {series: per-epoch values}) for every pass that trained: its loss parts and its eval score."""
+    out = []
+    for step in report.get("passes") or []:
+        stats = step.get("stats") if isinstance(step, dict) else None
+        if not isinstance(stats, dict):
+            continue
+        history = stats.get("history") or (stats.get("training") or {}).get("history")
+        if not history:
+            continue
+        keys = [k for k in history[0] if k not in ("epoch", "steps", "lr")
+                and all(isinstance(row.get(k), int | float) for row in history)]
+        series = {k: [float(row[k]) for row in history] for k in keys}
+        if series:
+            out.append((str(step.get("pass", "?")), series))
+    return out

@@ -20,6 +20,7 @@ from slimkit.report.format import (
     model_name,
     pass_rows,
     search_sections,
+    training_curves,
 )
 
 _CSS = """
@@ -161,6 +162,33 @@ def bar_chart(title: str, items: list[tuple[str, float, str]], note: str) -> str
             f'role="img" aria-label="{esc(title)}">{"".join(parts)}</svg></div>')
 
 
+def line_chart(title: str, series: dict[str, list[float]], note: str) -> str:
+    """Per-epoch curves as inline SVG, each series scaled to its own range (losses and scores differ)."""
+    width, height, left, top, plot_h = 520, 40 + 22 * len(series), 120, 10, 18
+    rows = []
+    for i, (name, values) in enumerate(series.items()):
+        y0 = top + i * 22
+        lo, hi = min(values), max(values)
+        span = (hi - lo) or 1.0
+        n = max(len(values) - 1, 1)
+        points = " ".join(f"{left + 330 * j / n:.1f},{y0 + plot_h - plot_h * (v - lo) / span:.1f}"
+                          for j, v in enumerate(values))
+        rows.append(f'<g><title>{esc(name)}: {esc(", ".join(f"{v:.4g}" for v in values))}</title>'
+                    f'<text x="{left - 8}" y="{y0 + 14}" text-anchor="end">{esc(name)}</text>'
+                    f'<polyline points="{points}" fill="none" stroke="currentColor" stroke-width="1.5"/>'
+                    f'<text x="{left + 338}" y="{y0 + 14}">{esc(f"{values[0]:.4g} → {values[-1]:.4g}")}</text></g>')
+    return (f'<div class="chart"><h3>{esc(title)}</h3><p>{esc(note)}</p>'
+            f'<svg class="bars" xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" '
+            f'role="img" aria-label="{esc(title)}">{"".join(rows)}</svg></div>')
+
+
+def _training(report: dict) -> str:
+    charts = [line_chart(f"{name}: per epoch", series,
+                         "Each curve on its own scale; first → last value on the right (hover for all).")
+              for name, series in training_curves(report)]
+    return f'<div class="charts">{"".join(charts)}</div>'
+
+
 def _charts(report: dict) -> str:
     ref = report.get("reference")
     rows = measurement_rows(report)
@@ -234,6 +262,8 @@ def _sections(report: dict, prefix: str = "", level: int = 2) -> list[str]:
         out.append(section(f"{name}: configurations tried", _simple_table(TRIED_COLUMNS, tried), f"{name}-tried"))
         if sens:
             out.append(section(f"{name}: layer sensitivity", _simple_table(SENSITIVITY_COLUMNS, sens), f"{name}-sens"))
+    if training_curves(report):
+        out.append(section("Training curves", _training(report), "training"))
     out.append(section("Measurements", _measurements(report), "measurements"))
     out.append(section("Relative to the reference", _charts(report), "charts"))
     out.append(section("Flags", _flags(report), "flags"))
