@@ -220,6 +220,14 @@ def test_recipes_on_keras_model_report_accuracy(work, recipe):
     assert result.report["measurements"][1]["metrics"]["accuracy"] == optimized.metrics["accuracy"]
 
 
+def test_structured_pruning_refuses_keras_with_alternatives(work, tmp_path):
+    from slimkit.passes.base import Context, get_pass
+
+    model = load(work["root"] / "mlp.keras")
+    with pytest.raises(SlimkitError, match="Keras model's layers are not torch Conv/Linear.*prune-50"):
+        get_pass("prune-structured")({"ratio": 0.3}).run(model, Context(workdir=tmp_path))
+
+
 def test_tflite_from_keras(work, tmp_path):
     pytest.importorskip("litert_torch")
     for name, keras_model, x in (("mlp.keras", work["mlp"], work["x"][:1].reshape(-1, 64)),

@@ -44,6 +44,11 @@ class PruneStructured(Pass):
         from slimkit.pruning.structured import prune_structured
 
         assert isinstance(model, TorchModel)
+        if type(model.module).__name__ == "KerasModule":
+            raise SlimkitError("prune-structured: a Keras model's layers are not torch Conv/Linear modules, so "
+                               "torch-pruning cannot remove their units",
+                               "use prune-50 or deep-compression (both work on Keras models), or rebuild the "
+                               "model in PyTorch")
         cfg = self.config
         module = copy.deepcopy(model.module)
         example = {k: torch.as_tensor(v) for k, v in model.example_inputs.items()}

@@ -1,0 +1,79 @@
+"""Every built-in recipe on a Keras CNN (.h5) and a Keras MLP (.keras), each report's accuracy (issue 6).
+
+Runs `slimkit.api.optimize` exactly as a user would on the saved Keras files, with the digits test split as
+--data and the train split as --train-data, and records accuracy of the original and the result, the size
+ratio, or the one-line error a recipe gives when it does not apply to the model.
+
+    .venv/bin/python benchmarks/bench_keras_recipes.py
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import numpy as np  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).parent))
+from bench_keras import nhwc, train_cnn  # noqa: E402
+
+from slimkit.api import optimize  # noqa: E402
+from slimkit.datasets import digits_arrays  # noqa: E402
+from slimkit.errors import SlimkitError  # noqa: E402
+from slimkit.models.keras import import_keras  # noqa: E402
+from slimkit.pipeline import builtin_recipes  # noqa: E402
+
+
+def train_mlp(path: Path):
+    keras = import_keras()
+    keras.utils.set_random_seed(0)
+    x, y = digits_arrays("train")
+    inputs = keras.Input((64,), name="x")
+    h = keras.layers.Dense(128, activation="relu")(inputs)
+    model = keras.Model(inputs, keras.layers.Dense(10, activation="softmax")(h))
+    model.compile(optimizer=keras.optimizers.Adam(3e-3), loss="sparse_categorical_crossentropy")
+    model.fit(x, y, epochs=30, batch_size=64, verbose=0)
+    model.save(path)
+
+
+def main() -> int:
+    root = Path(tempfile.mkdtemp(prefix="bkr-"))
+    train_cnn(root / "cnn.h5", epochs=10)
+    train_mlp(root / "mlp.keras")
+    for split in ("train", "test"):
+        x, y = digits_arrays(split, image=True)
+        np.savez(root / f"cnn-{split}.npz", image=nhwc(x), labels=y)
+        x, y = digits_arrays(split)
+        np.savez(root / f"mlp-{split}.npz", x=x, labels=y)
+    rows = []
+    for model in ("cnn.h5", "mlp.keras"):
+        stem = model.split(".")[0]
+        for recipe in sorted(builtin_recipes()):
+            t0 = time.perf_counter()
+            try:
+                result = optimize(root / model, recipe, data=str(root / f"{stem}-test.npz"),
+                                  train_data=str(root / f"{stem}-train.npz"), max_eval_samples=96,
+                                  output=root / "out" / stem / recipe)
+                original, optimized = result.measurements
+                row = {"accuracy_original": original.metrics.get("accuracy"),
+                       "accuracy": optimized.metrics.get("accuracy"),
+                       "size_ratio": optimized.size_bytes / max(original.size_bytes, 1),
+                       "kind": str(result.model.kind)}
+            except SlimkitError as exc:
+                row = {"error": str(exc)}
+            rows.append({"model": model, "recipe": recipe, "seconds": round(time.perf_counter() - t0, 1), **row})
+            print(json.dumps(rows[-1]), flush=True)
+    out = Path("benchmarks/out/keras_recipes.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(rows, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
