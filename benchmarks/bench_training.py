@@ -68,7 +68,6 @@ def deep_compression() -> dict:
 
 def distillation(seeds=(0, 1, 2), epochs: int = 60, lr: float = 3e-3, alpha: float = 0.0) -> dict:
     from slimkit.models.loading import torch_model_from_module
-    from slimkit.passes.recovery import train_student  # noqa: F401 - documents the shared path
     from slimkit.train import TrainBatch, TrainConfig, fit
 
     teacher = load(trained_digits_model("mlp", CACHE), task="classification")
