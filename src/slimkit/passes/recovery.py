@@ -117,12 +117,14 @@ def train_student(module: Any, *, like: TorchModel, teacher: WorkingModel, ctx: 
     if projection is not None:
         params += list(projection.parameters())
     checkpoint = ctx.checkpoint_dir / pass_name if ctx.checkpoint_dir else None
-    result = fit(module, loss_fn, train, train_config, evaluate=evaluate, score_key="score",
-                 checkpoint_dir=checkpoint, resume=ctx.resume, before_step=before_step, after_step=after_step,
-                 params=params, progress=lambda line: ctx.progress(f"{pass_name}: {line}"))
-    after = evaluate(module)
-    if hidden is not None:
-        hidden.close()
+    try:
+        result = fit(module, loss_fn, train, train_config, evaluate=evaluate, score_key="score",
+                     checkpoint_dir=checkpoint, resume=ctx.resume, before_step=before_step, after_step=after_step,
+                     params=params, progress=lambda line: ctx.progress(f"{pass_name}: {line}"))
+        after = evaluate(module)
+    finally:
+        if hidden is not None:
+            hidden.close()  # the hooks sit on the caller's teacher model too: never leave them behind
     return {"alpha": alpha, "temperature": temperature, "loss": "logits" if classify else "features",
             "projection": projection is not None,
             "hidden_layers_matched": len(hidden.pairs) if hidden is not None else 0, "train_samples": train.num_samples, "evaluated_on": eval_on,
