@@ -147,15 +147,21 @@ class Prune(Pass):
             if cfg.schedule == "gradual":
                 with torch.no_grad():
                     masks.update({n: (p != 0).to(p.dtype) for n, p in chosen.items()})
-            total = _total_steps(model, ctx, cfg.train)
-            begin, end = int(cfg.begin * total), max(int(cfg.end * total), int(cfg.begin * total) + 1)
+            progress = {"step": 0, "begin": 0, "end": 1}
 
-            progress = {"step": 0}
+            def schedule_on(train_data) -> None:
+                """Fix the ramp once the training set (hence the number of steps) is known."""
+                per_epoch = -(-train_data.num_samples // cfg.train.batch_size)
+                total = per_epoch * cfg.train.epochs
+                total = min(total, cfg.train.max_steps) if cfg.train.max_steps else total
+                progress["begin"] = int(cfg.begin * total)
+                progress["end"] = max(int(cfg.end * total), progress["begin"] + 1)
 
             def after_step(_module, step: int) -> None:
                 progress["step"] = step
+                end = progress["end"]
                 if cfg.schedule == "gradual" and (step % cfg.frequency == 0 or step == end):
-                    update_masks(cubic_sparsity(step, final=cfg.sparsity, begin_step=begin, end_step=end))
+                    update_masks(cubic_sparsity(step, final=cfg.sparsity, begin_step=progress["begin"], end_step=end))
                 apply_masks()
 
             def before_step(_module) -> None:
@@ -169,7 +175,8 @@ class Prune(Pass):
             training = train_student(module, like=like, teacher=teacher_for(model, ctx), ctx=ctx,
                                      train_config=cfg.train, pass_name=self.name, alpha=cfg.alpha,
                                      temperature=cfg.temperature, before_step=before_step, after_step=after_step,
-                                     ready=lambda: cfg.schedule != "gradual" or progress["step"] >= end)
+                                     ready=lambda: cfg.schedule != "gradual" or progress["step"] >= progress["end"],
+                                     on_train_data=schedule_on)
             if cfg.schedule == "gradual":
                 update_masks(cfg.sparsity)  # the schedule ends at the target; make sure of it exactly
             apply_masks()
@@ -184,15 +191,6 @@ class Prune(Pass):
         if training is not None:
             stats["training"] = training
         return PassResult(result, stats)
-
-
-def _total_steps(model: TorchModel, ctx: Context, train: TrainConfig) -> int:
-    from slimkit.passes.recovery import training_sets
-
-    data, _ = training_sets(model, ctx, train.batch_size, "prune")
-    per_epoch = -(-data.num_samples // train.batch_size)
-    steps = per_epoch * train.epochs
-    return min(steps, train.max_steps) if train.max_steps else steps
 
 
 def _summary(layers: list[dict]) -> dict:

@@ -54,7 +54,8 @@ def teacher_outputs(teacher: WorkingModel, data: Dataset, threads: int) -> np.nd
 def train_student(module: Any, *, like: TorchModel, teacher: WorkingModel, ctx: Context, train_config: Any,
                   pass_name: str, alpha: float | None = None, temperature: float = 4.0,
                   before_step: Callable | None = None, after_step: Callable | None = None,
-                  ready: Callable[[], bool] | None = None) -> dict:
+                  ready: Callable[[], bool] | None = None,
+                  on_train_data: Callable[[Dataset], None] | None = None) -> dict:
     """Fine-tune `module` in place against `teacher`; returns stats with the per-epoch loss curves.
 
     `ready()` False marks epochs that cannot be the final model (e.g. gradual pruning not yet at its target
@@ -70,6 +71,8 @@ def train_student(module: Any, *, like: TorchModel, teacher: WorkingModel, ctx: 
     if temperature <= 0:
         raise SlimkitError(f"temperature {temperature} must be > 0", "typical values are 2 to 8")
     train, held_out = training_sets(like, ctx, train_config.batch_size, pass_name)
+    if on_train_data is not None:
+        on_train_data(train)  # e.g. a pruning schedule sized by the number of steps
     classify = like.task == "classification"
     alpha = default_alpha(alpha, like.task, train.has_labels)
     if alpha > 0 and not train.has_labels:
