@@ -156,3 +156,11 @@ def test_hidden_state_distillation_matches_blocks_and_masks_padding():
     hidden.close()
     hidden2.close()
     assert not teacher.encoder.layer[0]._forward_hooks
+
+
+def test_student_option_needs_a_distill_recipe(teacher, tmp_path):
+    from slimkit.api import optimize
+
+    with pytest.raises(SlimkitError, match="options for pass distill but recipe prune-50 has no such pass"):
+        optimize(teacher, "prune-50", overrides={"distill": {"student": "slimkit.zoo:small_digits_mlp"}},
+                 measure=False)

@@ -89,6 +89,10 @@ def optimize(
         recipe_obj = retarget(recipe_obj, to)
     if min_cosine is not None or max_drop is not None:
         overrides = {**target_overrides(recipe_obj, min_cosine, max_drop), **(overrides or {})}
+    unused = sorted(set(overrides or {}) - {name for name, _ in recipe_obj.steps})
+    if unused:  # e.g. --student with a recipe that does not distill: say so rather than ignore it
+        raise SlimkitError(f"options for pass {', '.join(unused)} but recipe {recipe_obj.name} has no such pass",
+                           "use a recipe with that pass (e.g. --recipe distill for --student)")
     plan(recipe_obj, original.kind, overrides)  # reject a bad chain before any work
     if output is not None:
         from slimkit.artifacts import check_not_input
