@@ -267,12 +267,12 @@ def test_write_report_atomic(tmp_path):
 def test_write_report_failure_leaves_old_files(tmp_path, monkeypatch):
     write_report(tmp_path, _report())
     before = (tmp_path / "report.json").read_text()
-    import slimkit.report.write as write_mod
+    import slimkit.fileio as fileio
 
     def boom(*_a, **_k):
         raise OSError("disk full")
 
-    monkeypatch.setattr(write_mod.os, "replace", boom)
+    monkeypatch.setattr(fileio.os, "replace", boom)
     changed = copy.deepcopy(_report())
     changed["notes"] = ["changed"]
     with pytest.raises(OSError):

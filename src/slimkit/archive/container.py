@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import struct
-import tempfile
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +19,7 @@ import numpy as np
 from slimkit.archive.codec import EncodedTensor, decode_tensor, encode_tensor
 from slimkit.archive.entropy import FormatError
 from slimkit.errors import SlimkitError
+from slimkit.fileio import write_atomic
 
 MAGIC = b"\x93SLIM"
 VERSION = 1
@@ -93,18 +92,7 @@ def write_archive(
         digest.update(chunk)
     chunks.append(digest.digest())
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            for chunk in chunks:
-                fh.write(chunk)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomic(path, chunks)
 
     per_tensor = [enc.stats.as_dict() for _, enc in encoded]
     raw = sum(t["raw_bytes"] for t in per_tensor)

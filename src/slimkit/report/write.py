@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
+from slimkit.fileio import write_atomic
 from slimkit.report.build import to_jsonable
 from slimkit.report.html import render_bundle_html, render_html
 
@@ -14,18 +13,7 @@ BUNDLE_SCHEMA = "slimkit.reports/1"
 
 
 def _atomic_write(path: Path, text: str) -> None:
-    """Write to a temp file in the same folder (same filesystem), then rename over `path`."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; a report is meant to be shared
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomic(path, text.encode("utf-8"))
 
 
 def write_report(folder: Path, report: dict) -> tuple[Path, Path]:
