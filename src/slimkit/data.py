@@ -232,12 +232,12 @@ def _pop_labels(arrays: dict[str, np.ndarray]) -> np.ndarray | None:
 def _sklearn_arrays(text: str, specs: Sequence[InputSpec]):
     name, _, split = text.split(":", 1)[1].partition(":")
     split = split or "test"
-    if name != "digits" or split not in ("train", "test", "fit", "val"):
+    from slimkit.datasets import DIGITS_SPLITS, digits_arrays
+
+    if name != "digits" or split not in DIGITS_SPLITS:
         raise SlimkitError(f"unknown built-in dataset '{text.split(':', 1)[1]}'",
                            "available: sklearn:digits (the test split), sklearn:digits:train, sklearn:digits:test, and "
                            "sklearn:digits:fit / sklearn:digits:val (the train split cut 85/15)")
-    from slimkit.datasets import digits_arrays
-
     if len(specs) != 1:
         raise SlimkitError("sklearn:digits feeds models with one input", f"this model takes {[s.name for s in specs]}")
     spec = specs[0]

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+DIGITS_SPLITS = ("train", "test", "fit", "val")
+
 
 def digits_arrays(split: str = "test", image: bool = False, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Digits scaled to [0, 1]; `image=True` gives NCHW [n, 1, 8, 8], else [n, 64]. 75/25 train/test split.
@@ -18,7 +20,7 @@ def digits_arrays(split: str = "test", image: bool = False, seed: int = 0) -> tu
     y = digits.target.astype(np.int64)
     order = np.random.default_rng(seed).permutation(len(x))
     cut = int(len(x) * 0.75)
-    if split not in ("train", "test", "fit", "val"):
+    if split not in DIGITS_SPLITS:
         raise ValueError(f"unknown digits split {split!r}")
     idx = order[cut:] if split == "test" else order[:cut]
     if split in ("fit", "val"):

@@ -94,6 +94,14 @@ class TorchModel(WorkingModel):
     def param_count(self) -> int:
         return sum(p.numel() for p in self.module.parameters())
 
+    def with_module(self, module: Any) -> TorchModel:
+        """This model's signature (inputs, examples, outputs, task, tokenizer, source) around another module:
+        what a pass that edits a copy of the module returns. Metadata and source files start empty."""
+        result = TorchModel(module=module, input_specs=self.input_specs, example_inputs=self.example_inputs,
+                            output_names=self.output_names)
+        result.carry_over(self)
+        return result
+
     @property
     def input_names(self) -> list[str]:
         return [s.name for s in self.input_specs]

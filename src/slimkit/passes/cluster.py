@@ -171,9 +171,7 @@ class Cluster(Pass):
         stats: dict = {}
         if cfg.train is not None:
             stats["training"] = self._finetune(model, module, {n: params[n] for n in names}, assignments, ctx)
-        result = TorchModel(module=module, input_specs=model.input_specs, example_inputs=model.example_inputs,
-                            output_names=model.output_names)
-        result.carry_over(model)
+        result = model.with_module(module)
         result.metadata["clustered"] = {"k": self.config.k, "weights": names}
         distinct = max((len(torch.unique(params[n])) for n in names), default=0)
         return PassResult(result, {"k": self.config.k, "layers": len(layers), "max_distinct_values": distinct,
@@ -213,10 +211,7 @@ class Cluster(Pass):
                         means[zero_ids[name]] = 0.0
                     p.copy_(means[ids].view_as(p))
 
-        like = TorchModel(module=module, input_specs=model.input_specs, example_inputs=model.example_inputs,
-                          output_names=model.output_names)
-        like.carry_over(model)
-        stats = train_student(module, like=like, teacher=teacher_for(model, ctx), ctx=ctx,
+        stats = train_student(module, like=model.with_module(module), teacher=teacher_for(model, ctx), ctx=ctx,
                               train_config=self.config.train, pass_name=self.name, alpha=self.config.alpha,
                               temperature=self.config.temperature, before_step=before_step, after_step=after_step)
         module.eval()

@@ -38,9 +38,7 @@ class Distill(Pass):
         if cfg.student:
             student = _load_student(cfg.student, model)
         elif isinstance(model, TorchModel):
-            student = TorchModel(module=copy.deepcopy(model.module), input_specs=model.input_specs,
-                                 example_inputs=model.example_inputs, output_names=model.output_names)
-            student.carry_over(model)
+            student = model.with_module(copy.deepcopy(model.module))
         else:
             raise SlimkitError("distill: an ONNX model cannot be trained as the student",
                                "give a PyTorch student with student: package.module:factory")

@@ -225,9 +225,7 @@ class Factorize(Pass):
             layers.append({"layer": name, "op": type(layer).__name__, "shape": list(weight.shape), "rank": rank,
                            "params_before": m * n, "params_after": rank * (m + n),
                            "rel_error": float(np.linalg.norm(w2d - a @ b) / max(np.linalg.norm(w2d), 1e-12))})
-        result = TorchModel(module=module, input_specs=model.input_specs, example_inputs=model.example_inputs,
-                            output_names=model.output_names)
-        result.carry_over(model)
+        result = model.with_module(module)
         stats = {**_summary(layers, self.config), "skipped_negative": skipped}
         if self.config.train is not None:
             from slimkit.passes.recovery import teacher_for, train_student

@@ -137,6 +137,7 @@ class Prune(Pass):
                 for n, p in chosen.items():
                     p.mul_(masks[n])
 
+        result = model.with_module(module)
         training = None
         if cfg.schedule == "one-shot" or cfg.train is None:
             update_masks(cfg.sparsity)
@@ -169,10 +170,7 @@ class Prune(Pass):
                     if p.grad is not None:
                         p.grad.mul_(masks[n])
 
-            like = TorchModel(module=module, input_specs=model.input_specs, example_inputs=model.example_inputs,
-                              output_names=model.output_names)
-            like.carry_over(model)
-            training = train_student(module, like=like, teacher=teacher_for(model, ctx), ctx=ctx,
+            training = train_student(module, like=result, teacher=teacher_for(model, ctx), ctx=ctx,
                                      train_config=cfg.train, pass_name=self.name, alpha=cfg.alpha,
                                      temperature=cfg.temperature, before_step=before_step, after_step=after_step,
                                      ready=lambda: cfg.schedule != "gradual" or progress["step"] >= progress["end"],
@@ -183,9 +181,6 @@ class Prune(Pass):
         module.eval()
         layers = [{"weight": n, "params": int(p.numel()), "sparsity": float((p == 0).float().mean())}
                   for n, p in chosen.items()]
-        result = TorchModel(module=module, input_specs=model.input_specs, example_inputs=model.example_inputs,
-                            output_names=model.output_names)
-        result.carry_over(model)
         result.metadata["pruned"] = {"sparsity": cfg.sparsity, "weights": names}
         stats = _summary(layers)
         if training is not None:

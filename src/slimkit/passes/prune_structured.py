@@ -59,10 +59,8 @@ class PruneStructured(Pass):
         stats = prune_structured(module, example, ratio=cfg.ratio, target=cfg.target, importance=cfg.importance,
                                  data=data, ignore=cfg.ignore, layers=cfg.layers or None, round_to=cfg.round_to,
                                  target_flop_reduction=cfg.target_flop_reduction)
-        result = TorchModel(module=module, input_specs=model.input_specs, example_inputs=model.example_inputs,
-                            output_names=model.output_names, source_files=list(model.source_files),
-                            metadata=dict(model.metadata))
-        result.carry_over(model)
+        result = model.with_module(module)
+        result.source_files, result.metadata = list(model.source_files), dict(model.metadata)
         if cfg.train is not None:
             from slimkit.passes.recovery import teacher_for, train_student
 

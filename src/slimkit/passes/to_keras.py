@@ -55,9 +55,8 @@ class ToKeras(Pass):
         if not diff <= self.tolerance:
             raise SlimkitError(f"to-keras: the reloaded .keras file differs from the model by {diff:.2e}",
                                "a layer's state is not saved by Keras; keep the ONNX artifact instead")
-        result = TorchModel(module=module, input_specs=model.input_specs, example_inputs=model.example_inputs,
-                            output_names=model.output_names, source_files=[path])
-        result.carry_over(model)
+        result = model.with_module(module)
+        result.source_files = [path]
         result.metadata = {**model.metadata, "keras_file": str(path)}
         return PassResult(result, {"path": str(path), "file_bytes": path.stat().st_size,
                                    "keras_version": keras.__version__, "max_abs_diff_reloaded": diff,
