@@ -70,21 +70,14 @@ def train_cnn(path: Path, epochs: int):
 
 
 def fp16_tflite(source: Path, target: Path) -> dict:
-    """fp16 weights in a TFLite file (ai-edge-quantizer float_casting), or why it could not be made."""
+    """fp16 weights in a TFLite file (the `to-tflite` pass's fp16 step), or why it could not be made."""
+    from slimkit.errors import SlimkitError
+    from slimkit.passes.convert import fp16_weights
+
     try:
-        from ai_edge_quantizer import algorithm_manager, qtyping, quantizer
-    except ImportError as exc:
-        return {"error": f"ai-edge-quantizer is not installed: {exc}"}
-    config = qtyping.OpQuantizationConfig(
-        weight_tensor_config=qtyping.TensorQuantizationConfig(num_bits=16, dtype=qtyping.TensorDataType.FLOAT),
-        compute_precision=qtyping.ComputePrecision.FLOAT, explicit_dequantize=True)
-    try:
-        q = quantizer.Quantizer(str(source))
-        q.update_quantization_recipe(regex=".*", operation_name=qtyping.TFLOperationName.ALL_SUPPORTED,
-                                     op_config=config, algorithm_key=algorithm_manager.AlgorithmName.FLOAT_CASTING)
-        q.quantize().export_model(str(target), overwrite=True)
-    except Exception as exc:  # report it rather than stop the benchmark
-        return {"error": f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}"}
+        fp16_weights(source, target)
+    except SlimkitError as exc:  # report it rather than stop the benchmark
+        return {"error": str(exc)}
     return {}
 
 

@@ -27,6 +27,7 @@ from slimkit.errors import SlimkitError
 from slimkit.models.base import ModelKind, OnnxModel, TorchModel, WorkingModel
 from slimkit.models.onnx_graph import copy_model, gemm_to_matmul, remove_unused_initializers
 from slimkit.passes.base import Context, Pass, PassConfig, PassResult, register
+from slimkit.passes.recovery import refuse_onnx_training
 from slimkit.passes.select import select_names
 from slimkit.train import TrainConfig
 
@@ -98,9 +99,7 @@ class Factorize(Pass):
         if isinstance(model, TorchModel):
             return self._run_torch(model, ctx)
         assert isinstance(model, OnnxModel)
-        if self.config.train is not None:
-            raise SlimkitError("factorize: an ONNX model cannot be fine-tuned",
-                               "start from the PyTorch model to fine-tune the factors, or drop train:")
+        refuse_onnx_training(self.name, self.config.train, "the factors")
         return self._run_onnx(model, ctx)
 
     # ---- ONNX ----

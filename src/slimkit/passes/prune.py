@@ -27,6 +27,7 @@ from slimkit.errors import SlimkitError
 from slimkit.models.base import ModelKind, OnnxModel, TorchModel, WorkingModel
 from slimkit.models.onnx_graph import copy_model
 from slimkit.passes.base import Context, Pass, PassConfig, PassResult, register
+from slimkit.passes.recovery import refuse_onnx_training
 from slimkit.passes.select import select_names
 from slimkit.passes.sparse_storage import SparseStorageConfig, store_sparse
 from slimkit.train import TrainConfig
@@ -80,9 +81,7 @@ class Prune(Pass):
         if isinstance(model, TorchModel):
             return self._run_torch(model, ctx)
         assert isinstance(model, OnnxModel)
-        if cfg.train is not None:
-            raise SlimkitError("prune: an ONNX model cannot be fine-tuned",
-                               "start from the PyTorch model to fine-tune, or drop train:")
+        refuse_onnx_training(self.name, cfg.train)
         return self._run_onnx(model, ctx)
 
     def _run_onnx(self, model: OnnxModel, ctx: Context) -> PassResult:

@@ -21,6 +21,13 @@ from slimkit.models.base import TorchModel, WorkingModel
 from slimkit.passes.base import Context
 
 
+def refuse_onnx_training(pass_name: str, train: Any, what: str = "") -> None:
+    """Passes that take `train:` work on ONNX too, but only a PyTorch model can be fine-tuned."""
+    if train is not None:
+        raise SlimkitError(f"{pass_name}: an ONNX model cannot be fine-tuned",
+                           f"start from the PyTorch model to fine-tune{' ' + what if what else ''}, or drop train:")
+
+
 def default_alpha(alpha: float | None, task: str | None, labeled: bool) -> float:
     """Labels are used when there are any and the model classifies; otherwise pure distillation (alpha = 0)."""
     if alpha is not None:
