@@ -6,9 +6,6 @@ pruning + weight sharing + entropy coding multiply. Loading restores the ONNX mo
 
 from __future__ import annotations
 
-import numpy as np
-from onnx import numpy_helper
-
 from slimkit.archive.onnx_io import save_onnx_archive
 from slimkit.models.base import ModelKind, OnnxModel, SlimModel, WorkingModel
 from slimkit.passes.base import Context, Pass, PassConfig, PassResult, register
@@ -31,16 +28,16 @@ class ToSlim(Pass):
         path = ctx.scratch(self.name) / "model.slim"
         metadata = {"task": model.task, "input_names": [s.name for s in model.input_specs]}
         stats = save_onnx_archive(model.proto, path, metadata=metadata)
-        weights = [numpy_helper.to_array(t) for t in model.proto.graph.initializer
-                   if t.data_type == 1 and len(t.dims) >= 1]
-        fp32_bytes = int(sum(w.size for w in weights) * 4)
+        # The archive's own per-tensor counts: no second decode of every initializer.
+        weights = [t for t in stats["tensors"] if t["dtype"] == "float32" and len(t["shape"]) >= 1]
+        fp32_bytes = sum(t["raw_bytes"] for t in weights)
         result = SlimModel(path=path)
         result.carry_over(model)
-        nonzero = int(sum(np.count_nonzero(w) for w in weights))
-        total = int(sum(w.size for w in weights))
+        nonzero = sum(t["nonzeros"] for t in weights)
+        total = sum(t["count"] for t in weights)
         return PassResult(result, {
             "archive_bytes": path.stat().st_size, "fp32_weight_bytes": fp32_bytes,
             "compression_vs_fp32_weights": fp32_bytes / max(path.stat().st_size, 1),
             "onnx_bytes": len(model.proto.SerializeToString()),
             "weights_nonzero": nonzero / max(total, 1),
-            "per_tensor": stats.get("tensors", stats.get("per_tensor"))})
+            "per_tensor": stats["tensors"]})
