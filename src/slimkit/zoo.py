@@ -66,15 +66,20 @@ def train_digits(module: nn.Module, *, image: bool, epochs: int = 30, seed: int 
     xt, yt = torch.from_numpy(x), torch.from_numpy(y)
     opt = torch.optim.Adam(module.parameters(), lr=lr)
     gen = torch.Generator().manual_seed(seed)
-    module.train()
-    for _ in range(epochs):
-        order = torch.randperm(len(xt), generator=gen)
-        for start in range(0, len(xt), 64):
-            idx = order[start:start + 64]
-            opt.zero_grad()
-            loss = nn.functional.cross_entropy(module(xt[idx]), yt[idx])
-            loss.backward()
-            opt.step()
+    was_deterministic = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(True)  # no nondeterministic kernels while training; restored below
+    try:
+        module.train()
+        for _ in range(epochs):
+            order = torch.randperm(len(xt), generator=gen)
+            for start in range(0, len(xt), 64):
+                idx = order[start:start + 64]
+                opt.zero_grad()
+                loss = nn.functional.cross_entropy(module(xt[idx]), yt[idx])
+                loss.backward()
+                opt.step()
+    finally:
+        torch.use_deterministic_algorithms(was_deterministic)
     module.eval()
     return digits_accuracy(module, image=image)
 
@@ -86,17 +91,32 @@ def digits_accuracy(module: nn.Module, *, image: bool) -> float:
     return float((pred == y).mean())
 
 
-def trained_digits_model(name: str, cache_dir: Path | None = None, seed: int = 0) -> nn.Module:
-    """A trained 'mlp' or 'cnn', cached as safetensors in `cache_dir` (retrained when absent)."""
+_DEFAULT_EPOCHS = {"mlp": 30, "cnn": 20}
+
+
+def trained_digits_model(name: str, cache_dir: Path | None = None, seed: int = 0, *,
+                         epochs: int | None = None) -> nn.Module:
+    """A trained 'mlp' or 'cnn', cached as safetensors in `cache_dir` (retrained when absent).
+
+    The same `seed` gives the same weights in every process: torch is seeded before the module is built
+    (its initial weights come from torch's global generator) and training is seeded too. `epochs`
+    defaults to 30 for the MLP and 20 for the CNN.
+    """
     from safetensors.torch import load_file, save_file
 
+    if name not in _DEFAULT_EPOCHS:
+        raise ValueError(f"unknown digits model {name!r}: use 'mlp' or 'cnn'")
+    default_epochs = _DEFAULT_EPOCHS[name]
+    epochs = default_epochs if epochs is None else epochs
+    torch.manual_seed(seed)
     module: nn.Module = DigitsMLP() if name == "mlp" else DigitsCNN()
-    cache = Path(cache_dir) / f"digits-{name}-seed{seed}.safetensors" if cache_dir else None
+    tag = "" if epochs == default_epochs else f"-epochs{epochs}"
+    cache = Path(cache_dir) / f"digits-{name}-seed{seed}{tag}.safetensors" if cache_dir else None
     if cache is not None and cache.exists():
         module.load_state_dict(load_file(str(cache)))
         module.eval()
         return module
-    train_digits(module, image=(name == "cnn"), seed=seed, epochs=30 if name == "mlp" else 20)
+    train_digits(module, image=(name == "cnn"), seed=seed, epochs=epochs)
     if cache is not None:
         cache.parent.mkdir(parents=True, exist_ok=True)
         tmp = cache.with_suffix(".tmp")
