@@ -17,6 +17,7 @@ from slimkit.models.base import WorkingModel
 from slimkit.models.loading import load
 from slimkit.passes.base import Context
 from slimkit.pipeline import Recipe, load_recipe, plan, run_pipeline
+from slimkit.scratch import make_scratch
 
 CONVERT_TARGETS = {"onnx": "onnx", "fp16": "fp16", "openvino": "openvino", "tflite": "tflite"}
 _SUFFIX_FOR_TARGET = {"onnx": ".onnx", "fp16": ".onnx", "openvino": ".xml", "tflite": ".tflite"}
@@ -100,7 +101,7 @@ def optimize(
         check_not_input(Path(output), original.files())
     say = progress or (lambda message: None)
     # Pass outputs live in a scratch folder kept as long as the resulting model object lives.
-    workdir = Path(tempfile.mkdtemp(prefix="slimkit-work-"))
+    workdir = make_scratch("slimkit-work-")
     if resume and checkpoint_dir is None:
         raise SlimkitError("resume needs the checkpoint folder of the interrupted run", "pass --checkpoint-dir")
     ctx = Context(data=data, train_data=train_data, reference=original, threads=threads, batch_size=batch_size,

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import enum
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -139,7 +138,12 @@ class OnnxModel(WorkingModel):
         """Return a path ONNX Runtime can load, writing the proto to a scratch folder if needed."""
         if self.path is not None and self.path.exists():
             return self.path
-        folder = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="slimkit-onnx-"))
+        if workdir:
+            folder = Path(workdir)
+        else:  # removed at interpreter exit, or by the next run if this process is killed
+            from slimkit.scratch import make_scratch
+
+            folder = make_scratch("slimkit-onnx-")
         folder.mkdir(parents=True, exist_ok=True)
         target = folder / "model.onnx"
         save_onnx(self.proto, target)

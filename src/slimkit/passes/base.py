@@ -5,7 +5,6 @@ A pass never mutates its input model and never writes outside `ctx.workdir`.
 
 from __future__ import annotations
 
-import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from slimkit.errors import SlimkitError
 from slimkit.models.base import ModelKind, WorkingModel
+from slimkit.scratch import make_scratch
 
 
 class PassConfig(BaseModel):
@@ -36,7 +36,9 @@ class Context:
     batch_size: int = 1
     seq_len: int = 128
     shapes: Mapping[str, Sequence[int]] | None = None
-    workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="slimkit-work-")))
+    # Where passes write their files. Left out, a scratch folder is made on first use (not when the Context is
+    # built) and removed at interpreter exit; see `slimkit.scratch`. Read it as `ctx.workdir` as before.
+    workdir: Path = field(default=None, repr=False, compare=False)  # type: ignore[assignment]  # see below
     progress: Callable[[str], None] = lambda message: None
     # Training passes write a checkpoint per epoch under checkpoint_dir/<pass> and resume from it.
     checkpoint_dir: Path | None = None
@@ -51,6 +53,21 @@ class Context:
             folder = self.workdir / f"{name}-{index}"
         folder.mkdir(parents=True)
         return folder
+
+
+def _get_workdir(ctx: Context) -> Path:
+    if ctx._workdir is None:
+        ctx._workdir = make_scratch()
+    return ctx._workdir
+
+
+def _set_workdir(ctx: Context, value: str | Path | None) -> None:
+    ctx._workdir = None if value is None else Path(value)
+
+
+Context._workdir = None  # type: ignore[attr-defined]
+# After @dataclass has generated __init__ (whose `workdir=None` default goes through the setter).
+Context.workdir = property(_get_workdir, _set_workdir)  # type: ignore[assignment]
 
 
 @dataclass

@@ -16,8 +16,6 @@ import contextlib
 import io
 import logging
 import os
-import shutil
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Literal
@@ -28,6 +26,7 @@ from slimkit.errors import SlimkitError
 from slimkit.models.base import ModelKind, OnnxModel, WorkingModel, save_onnx
 from slimkit.models.onnx_graph import copy_model, ensure_node_names, gemm_to_matmul, quantized_ops
 from slimkit.passes.base import Context, Pass, PassConfig, PassResult, register
+from slimkit.scratch import scratch_dir
 
 MIN_CALIBRATION_SAMPLES = 16
 
@@ -67,15 +66,16 @@ def quiet_quantizer():
     level = root.level
     root.setLevel(logging.ERROR)
     previous = os.getcwd()
-    scratch = tempfile.mkdtemp(prefix="slimkit-ort-quant-")
     try:
-        os.chdir(scratch)
-        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
-            warnings.simplefilter("ignore")
-            yield
+        with scratch_dir("slimkit-ort-quant-") as scratch:
+            os.chdir(scratch)
+            try:
+                with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+                    warnings.simplefilter("ignore")
+                    yield
+            finally:
+                os.chdir(previous)
     finally:
-        os.chdir(previous)
-        shutil.rmtree(scratch, ignore_errors=True)
         root.setLevel(level)
 
 
@@ -130,7 +130,7 @@ def quantize_dynamic_proto(proto: onnx.ModelProto, config: DynamicConfig, reduce
                            nodes_to_quantize: list[str] | None = None) -> onnx.ModelProto:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    with tempfile.TemporaryDirectory(prefix="slimkit-q-") as tmp, quiet_quantizer():
+    with scratch_dir("slimkit-q-") as tmp, quiet_quantizer():
         out = Path(tmp) / "q.onnx"
         src = save_onnx(proto, Path(tmp) / "in.onnx")
         quantize_dynamic(
@@ -184,7 +184,7 @@ class Int8Static(Pass):
             conv_weights = {n.input[1] for n in proto.graph.node if n.op_type == "Conv" and len(n.input) > 1}
             inits = {t.name for t in proto.graph.initializer}
             extra["TensorQuantOverrides"] = {w: [{"axis": 0}] for w in conv_weights & inits}
-        with tempfile.TemporaryDirectory(prefix="slimkit-q-") as tmp, quiet_quantizer():
+        with scratch_dir("slimkit-q-") as tmp, quiet_quantizer():
             out = Path(tmp) / "q.onnx"
             src = save_onnx(proto, Path(tmp) / "in.onnx")
             quantize_static(
@@ -208,7 +208,7 @@ def _preprocess(proto: onnx.ModelProto) -> onnx.ModelProto | None:
     """ONNX Runtime's quantization pre-processing (symbolic shape inference + graph optimization)."""
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    with tempfile.TemporaryDirectory(prefix="slimkit-pre-") as tmp, quiet_quantizer():
+    with scratch_dir("slimkit-pre-") as tmp, quiet_quantizer():
         src = save_onnx(proto, Path(tmp) / "in.onnx")
         out = Path(tmp) / "pre.onnx"
         try:
