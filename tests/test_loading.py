@@ -18,7 +18,7 @@ from slimkit.errors import SlimkitError
 from slimkit.evaluate.measure import Evaluator, evaluate
 from slimkit.evaluate.runners import make_runner
 from slimkit.models.base import ModelKind, OnnxModel, TorchModel
-from slimkit.models.loading import load
+from slimkit.models.loading import load, shapes_from_data
 from slimkit.passes.base import Context, get_pass
 
 
@@ -98,6 +98,8 @@ def test_load_passes_through_a_loaded_model(digits_mlp):
 _COUNTER = itertools.count()
 
 FACTORY_SOURCE = '''
+from torch import nn
+
 from slimkit.zoo import DigitsMLP
 
 built = []
@@ -113,6 +115,19 @@ instance = DigitsMLP()
 
 def not_a_model():
     return 42
+
+
+class Plain(nn.Module):  # no example_inputs: its input shape must come from --shape or from the data
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(64, 10)
+
+    def forward(self, input):
+        return self.fc(input)
+
+
+def plain():
+    return Plain()
 '''
 
 
@@ -201,6 +216,115 @@ def test_factory_errors(factory_module):
         load(f"{factory_module}:nope")
     with pytest.raises(SlimkitError, match="did not return a torch nn.Module"):
         load(f"{factory_module}:not_a_model")
+
+
+# ---- input shapes from the data ----
+
+
+def test_factory_takes_its_input_shape_from_the_data(factory_module, tmp_path):
+    """`pkg.mod:factory --weights w.safetensors --data train.npz` loads without --shape, at the data's shape."""
+    from argparse import Namespace
+
+    from safetensors.torch import save_file
+
+    from slimkit.cli import _load
+
+    ref = f"{factory_module}:plain"
+    trained = load(ref, shapes={"input": [1, 64]}).module
+    torch.nn.init.normal_(trained.fc.weight)  # differs from a fresh plain(): the weights file must be read
+    save_file({k: v.contiguous() for k, v in trained.state_dict().items()}, str(tmp_path / "w.safetensors"))
+    x, y = digits_arrays("test")
+    np.savez(tmp_path / "train.npz", input=x[:50], labels=y[:50])
+
+    with pytest.raises(SlimkitError, match="cannot tell the shape of input 'input'.*--shape input="):
+        load(ref, weights=tmp_path / "w.safetensors")
+    with pytest.raises(SlimkitError, match="the data has no array named 'input'"):
+        np.savez(tmp_path / "other.npz", pixels=x[:5])
+        load(ref, data=tmp_path / "other.npz")
+    model = load(ref, weights=tmp_path / "w.safetensors", data=str(tmp_path / "train.npz"))
+    assert model.input_names == ["input"] and model.example_inputs["input"].shape == (1, 64)
+    assert [s.describe() for s in model.input_specs] == ["input: float32[batchx64]"]
+    assert model.task is None and model.source_files == [tmp_path / "w.safetensors"]
+    np.testing.assert_allclose(make_runner(model, threads=1).run({"input": x})[0],
+                               torch_out(trained, torch.from_numpy(x)), atol=1e-5)  # the weights were loaded
+    # the CLI passes --data on to the loader
+    args = Namespace(data=str(tmp_path / "train.npz"), weights=str(tmp_path / "w.safetensors"), task=None, shape=None)
+    assert _load(args, ref).example_inputs["input"].shape == (1, 64)
+    args.shape = ["input=4x64"]  # an explicit --shape wins over the data
+    assert _load(args, ref).example_inputs["input"].shape == (4, 64)
+
+
+def test_explicit_shapes_win_and_fill_in_per_input(tmp_path):
+    np.savez(tmp_path / "d.npz", feats=np.ones((9, 4), np.float32), scale=np.ones((9, 1), np.float32),
+             y=np.zeros(9, np.int64))
+    model = load(Tiny(), data=tmp_path / "d.npz")
+    assert {k: tuple(v.shape) for k, v in model.example_inputs.items()} == {"feats": (1, 4), "scale": (1, 1)}
+    model = load(Tiny(), data=tmp_path / "d.npz", shapes={"scale": [2, 1]})  # scale given, feats from the data
+    assert {k: tuple(v.shape) for k, v in model.example_inputs.items()} == {"feats": (1, 4), "scale": (2, 1)}
+    model = load(Tiny(), data=tmp_path / "d.npz", shapes={"feats": [3, 4], "scale": [3, 1]})
+    assert {k: tuple(v.shape) for k, v in model.example_inputs.items()} == {"feats": (3, 4), "scale": (3, 1)}
+    # an example the module gives itself is not replaced by the data's shape
+    from slimkit.zoo import DigitsMLP
+
+    np.savez(tmp_path / "x.npz", x=np.ones((5, 64), np.float32))
+    assert load(DigitsMLP(), data=tmp_path / "x.npz").example_inputs["x"].shape == (1, 64)
+    np.savez(tmp_path / "x3.npz", x=np.ones((5, 3, 64), np.float32))
+    assert load(DigitsMLP(), data=tmp_path / "x3.npz").example_inputs["x"].shape == (1, 64)
+
+
+def test_torchscript_and_integer_inputs_take_shapes_from_a_npy_folder(tmp_path):
+    module = OneInput().eval()
+    torch.jit.trace(module, torch.randn(2, 4)).save(str(tmp_path / "traced.pt"))
+    folder = tmp_path / "npy"
+    folder.mkdir()
+    np.save(folder / "feats.npy", np.ones((6, 4), np.float32))
+    np.save(folder / "label.npy", np.zeros(6, np.int64))
+    model = load(tmp_path / "traced.pt", data=folder)
+    assert model.input_names == ["feats"] and model.example_inputs["feats"].shape == (1, 4)
+
+    class Tokens(nn.Module):  # token ids index an embedding: a float example would not run
+        def __init__(self) -> None:
+            super().__init__()
+            self.emb = nn.Embedding(10, 3)
+
+        def forward(self, ids):
+            return self.emb(ids).mean(1)
+
+    np.savez(tmp_path / "ids.npz", ids=np.arange(12, dtype=np.int32).reshape(2, 6) % 10)
+    model = load(Tokens(), data=tmp_path / "ids.npz")
+    assert model.example_inputs["ids"].dtype == torch.int32 and model.example_inputs["ids"].shape == (1, 6)
+    assert [s.describe() for s in model.input_specs] == ["ids: int32[batchx6]"]
+
+
+def test_shapes_from_data_reads_headers_only(tmp_path):
+    x = np.zeros((7, 3, 8, 8), np.float32)
+    np.savez(tmp_path / "a.npz", image=x, mask=np.ones((7, 5), np.int64), labels=np.zeros(7, np.int64))
+    np.savez_compressed(tmp_path / "c.npz", image=x, label=np.zeros(7))
+    assert shapes_from_data(tmp_path / "a.npz") == {"image": [1, 3, 8, 8], "mask": [1, 5]}
+    assert shapes_from_data(str(tmp_path / "c.npz")) == {"image": [1, 3, 8, 8]}
+    folder = tmp_path / "npy"
+    folder.mkdir()
+    np.save(folder / "pixels.npy", np.zeros((4, 64), np.float32))
+    np.save(folder / "y.npy", np.zeros(4, np.int64))
+    assert shapes_from_data(folder) == {"pixels": [1, 64]}
+    (tmp_path / "t.txt").write_text("one sentence\nanother one\n")
+    for other in (tmp_path / "t.txt", "sklearn:digits", None, [{"x": np.zeros(3)}], tmp_path / "missing.npz",
+                  tmp_path / "empty"):
+        assert shapes_from_data(other) == {}, other
+    (tmp_path / "bad.npz").write_bytes(b"PK not a zip")
+    assert shapes_from_data(tmp_path / "bad.npz") == {}
+    # an object array is skipped without unpickling it; the other arrays still count
+    marker = tmp_path / "pickle-ran"
+
+    class Payload:
+        def __reduce__(self):
+            return (Path.touch, (marker,))
+
+    objects = np.empty(2, dtype=object)
+    objects[:] = [Payload(), Payload()]
+    np.savez(tmp_path / "obj.npz", evil=objects, feats=np.zeros((2, 4), np.float32))
+    assert shapes_from_data(tmp_path / "obj.npz") == {"feats": [1, 4]}
+    assert not marker.exists()
 
 
 # ---- TorchScript and torch.export ----

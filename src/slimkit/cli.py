@@ -125,7 +125,8 @@ def _shapes(args):
 def _load(args, source: str):
     from slimkit.models.loading import load
 
-    return load(source, weights=getattr(args, "weights", None), task=getattr(args, "task", None), shapes=_shapes(args))
+    return load(source, weights=getattr(args, "weights", None), task=getattr(args, "task", None), shapes=_shapes(args),
+                data=getattr(args, "data", None))
 
 
 def cmd_inspect(args) -> int:

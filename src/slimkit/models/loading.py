@@ -40,8 +40,13 @@ def load(
     task: str | None = None,
     shapes: Mapping[str, Sequence[int]] | None = None,
     check: bool = True,
+    data: Any = None,
 ) -> WorkingModel:
-    """Load a model from a path, a `package.module:factory` reference or an `nn.Module`."""
+    """Load a model from a path, a `package.module:factory` reference or an `nn.Module`.
+
+    For a PyTorch model that cannot tell an input's shape itself, `shapes` gives it, else the array of
+    that name in `data` (an .npz file or a folder of .npy files), at batch size 1.
+    """
     import torch
 
     if isinstance(source, WorkingModel):
@@ -49,13 +54,13 @@ def load(
     if isinstance(source, torch.nn.Module):
         return torch_model_from_module(
             source, example_inputs=example_inputs, input_names=input_names, task=task, shapes=shapes,
-            source=type(source).__name__,
+            source=type(source).__name__, data=data,
         )
     text = str(source)
     path = Path(text)
     if not path.exists():
         if _looks_like_factory(text):
-            return _load_factory(text, weights=weights, task=task, shapes=shapes)
+            return _load_factory(text, weights=weights, task=task, shapes=shapes, data=data)
         raise SlimkitError(f"no such file or folder: {text}", "check the path")
     if path.is_dir():
         return _load_folder(path, task=task)
@@ -67,7 +72,7 @@ def load(
     if suffix == ".pt2":
         return _load_exported_program(path, task=task)
     if suffix in (".pt", ".pth", ".ts", ".torchscript"):
-        return _load_torchscript(path, task=task, shapes=shapes)
+        return _load_torchscript(path, task=task, shapes=shapes, data=data)
     if suffix == ".xml":
         return apply_sidecar(OpenVinoModel(path=path, source=str(path), task=task), path)
     if suffix == ".tflite":
@@ -172,13 +177,17 @@ def torch_model_from_module(
     shapes: Mapping[str, Sequence[int]] | None = None,
     source: str = "",
     dynamic_dims: Mapping[str, Mapping[int, str]] | None = None,
+    data: Any = None,
 ) -> TorchModel:
-    """Wrap an `nn.Module`. Input names default to `forward`'s parameter names."""
+    """Wrap an `nn.Module`. Input names default to `forward`'s parameter names.
+
+    Without example inputs, each input's shape comes from `shapes`, else from `data` (see `shapes_from_data`).
+    """
     import torch
 
     module.eval()
     names = list(input_names) if input_names else forward_input_names(module)
-    example = _example_dict(module, example_inputs, names, shapes)
+    example = _example_dict(module, example_inputs, names, shapes, data)
     specs = []
     for name in names:
         tensor = example[name]
@@ -226,7 +235,7 @@ def flatten_outputs(out) -> list:
     return [out]
 
 
-def _example_dict(module, example_inputs, names, shapes) -> dict:
+def _example_dict(module, example_inputs, names, shapes, data=None) -> dict:
     import torch
 
     if example_inputs is None:
@@ -234,13 +243,26 @@ def _example_dict(module, example_inputs, names, shapes) -> dict:
         if callable(example_inputs):
             example_inputs = example_inputs()
     if example_inputs is None:
-        if shapes and all(n in shapes for n in names):
-            return {n: torch.randn(*[int(d) for d in shapes[n]]) for n in names}
-        missing = [n for n in names if not shapes or n not in shapes]
-        raise SlimkitError(
-            f"cannot tell the shape of input '{missing[0]}'",
-            f"pass --shape {missing[0]}=1x... (or example_inputs= from Python)",
-        )
+        shapes = dict(shapes or {})
+        found = _array_headers(data) if any(n not in shapes for n in names) else {}
+        missing = [n for n in names if n not in shapes and n not in found]
+        if missing:
+            in_data = f"; the data has no array named '{missing[0]}'" if data is not None else ""
+            raise SlimkitError(
+                f"cannot tell the shape of input '{missing[0]}'",
+                f"pass --shape {missing[0]}=1x... (or example_inputs= from Python){in_data}",
+            )
+        example = {}
+        for n in names:
+            if n in shapes:  # an explicit shape wins over the data's
+                example[n] = torch.randn(*[int(d) for d in shapes[n]])
+                continue
+            shape, dtype = found[n]
+            if dtype.kind in "iub":  # token ids, masks: zeros of the data's integer type are valid inputs
+                example[n] = torch.zeros(shape, dtype=torch.from_numpy(np.zeros(0, dtype)).dtype)
+            else:
+                example[n] = torch.randn(*shape)
+        return example
     if isinstance(example_inputs, Mapping):
         example = {k: _as_tensor(v) for k, v in example_inputs.items()}
     else:
@@ -271,7 +293,7 @@ def _looks_like_factory(text: str) -> bool:
     return bool(mod) and bool(attr) and all(part.isidentifier() for part in mod.split(".")) and attr.isidentifier()
 
 
-def _load_factory(ref: str, *, weights, task, shapes) -> TorchModel:
+def _load_factory(ref: str, *, weights, task, shapes, data=None) -> TorchModel:
     """`package.module:factory` from the current directory or PYTHONPATH, with optional weights."""
     mod_name, _, attr = ref.partition(":")
     if "" not in sys.path and str(Path.cwd()) not in sys.path:
@@ -295,7 +317,7 @@ def _load_factory(ref: str, *, weights, task, shapes) -> TorchModel:
     if weights is not None:
         load_weights(module, Path(weights))
         source_files.append(Path(weights))
-    model = torch_model_from_module(module, task=task, shapes=shapes, source=ref)
+    model = torch_model_from_module(module, task=task, shapes=shapes, source=ref, data=data)
     model.source_files = source_files
     return model
 
@@ -362,7 +384,7 @@ def _load_exported_program(path: Path, *, task) -> TorchModel:
     return model
 
 
-def _load_torchscript(path: Path, *, task, shapes) -> TorchModel:
+def _load_torchscript(path: Path, *, task, shapes, data=None) -> TorchModel:
     import torch
 
     try:
@@ -377,11 +399,59 @@ def _load_torchscript(path: Path, *, task, shapes) -> TorchModel:
     except Exception:
         names = ["input"]
     wrapper = NamedInputs(module, names)
-    model = torch_model_from_module(wrapper, input_names=names, task=task, shapes=shapes, source=str(path))
+    model = torch_model_from_module(wrapper, input_names=names, task=task, shapes=shapes, source=str(path),
+                                    data=data)
     model.source_files = [path]
     return model
 
 
+# ---- Input shapes from data ----
+
+
+def shapes_from_data(source: Any) -> dict[str, list[int]]:
+    """Each input array's shape in an .npz file or a folder of .npy files, with the batch dim set to 1.
+
+    Only the arrays' headers are read (no pickles, no data). Label arrays ("labels", "label", "y") are
+    left out; anything else (text, `sklearn:...`, None, Python objects, unreadable files) gives {}.
+    """
+    return {name: shape for name, (shape, _) in _array_headers(source).items()}
+
+
+def _array_headers(source: Any) -> dict[str, tuple[list[int], np.dtype]]:
+    """{input name: (shape with batch 1, dtype)} from the .npy headers of an .npz file or a .npy folder."""
+    import zipfile
+
+    from slimkit.data import LABEL_KEYS
+
+    if not isinstance(source, (str, Path)) or str(source).startswith("sklearn:"):
+        return {}
+    path = Path(source)
+    headers: dict[str, tuple[tuple[int, ...], np.dtype]] = {}
+    try:
+        if path.is_dir():
+            for file in sorted(path.glob("*.npy")):
+                with file.open("rb") as handle:
+                    headers[file.stem] = _npy_header(handle)
+        elif path.is_file() and path.suffix.lower() == ".npz":
+            with zipfile.ZipFile(path) as archive:
+                for member in archive.namelist():
+                    if member.endswith(".npy"):
+                        with archive.open(member) as handle:
+                            headers[member[: -len(".npy")]] = _npy_header(handle)
+    except (OSError, ValueError, zipfile.BadZipFile):
+        return {}
+    return {name: ([1, *(int(d) for d in shape[1:])], dtype) for name, (shape, dtype) in headers.items()
+            if name not in LABEL_KEYS and len(shape) >= 1 and not dtype.hasobject}
+
+
+def _npy_header(handle) -> tuple[tuple[int, ...], np.dtype]:
+    """(shape, dtype) from an open .npy stream's header; the array itself is not read."""
+    from numpy.lib import format as npy_format
+
+    version = npy_format.read_magic(handle)
+    read_header = npy_format.read_array_header_1_0 if version == (1, 0) else npy_format.read_array_header_2_0
+    shape, _, dtype = read_header(handle)
+    return shape, dtype
 
 
 # ---- Folders ----
@@ -413,4 +483,4 @@ def read_json(path: Path) -> dict:
         raise SlimkitError(f"{path} is not valid JSON ({exc})", "fix or regenerate the file") from exc
 
 
-__all__ = ["load", "load_onnx", "torch_model_from_module", "load_weights", "flatten_outputs"]
+__all__ = ["load", "load_onnx", "torch_model_from_module", "load_weights", "flatten_outputs", "shapes_from_data"]
