@@ -214,17 +214,43 @@ def test_parse_cpuinfo():
     assert parse_cpuinfo("") == (None, None)
 
 
+# In a fresh interpreter: which of the reported packages environment() tries to import. slimkit itself
+# imports torch and numpy, so the watched ones are those not yet loaded (onnx, onnxruntime, openvino, ...);
+# a finder at the front of sys.meta_path sees every attempt, installed package or not.
+_IMPORT_PROBE = """
+import importlib.abc, json, sys
+from slimkit.report.environment import PACKAGES, environment
+watched = {name.replace("-", "_") for name in PACKAGES} - set(sys.modules)
+tried = set()
+class Recorder(importlib.abc.MetaPathFinder):
+    def find_spec(self, fullname, path=None, target=None):
+        if fullname.partition(".")[0] in watched:
+            tried.add(fullname.partition(".")[0])
+        return None
+sys.meta_path.insert(0, Recorder())
+env = environment(4)
+print(json.dumps({"watched": sorted(watched), "tried": sorted(tried), "packages": env["packages"]}))
+"""
+
+
 def test_environment_reads_versions_without_importing():
-    had_torch = "torch" in sys.modules
+    import subprocess
+    from importlib import metadata
+
     env = environment(4)
     assert env["threads"] == 4
     assert env["logical_cores"] >= 1
     assert env["python"].count(".") == 2
     assert "numpy" in env["packages"] and "not-a-package" not in env["packages"]
     assert all(isinstance(v, str) for v in env["packages"].values())
-    if not had_torch:
-        assert "torch" not in sys.modules
     json.dumps(env)
+    out = subprocess.run([sys.executable, "-c", _IMPORT_PROBE], capture_output=True, text=True, timeout=120,
+                         check=True)
+    probe = json.loads(out.stdout.strip().splitlines()[-1])
+    assert {"onnx", "onnxruntime", "openvino", "transformers"} <= set(probe["watched"]), probe["watched"]
+    assert probe["tried"] == []  # versions come from package metadata, not from importing the packages
+    for name, version in probe["packages"].items():
+        assert version == metadata.version(name)
 
 
 # --- html --------------------------------------------------------------------------------------------
