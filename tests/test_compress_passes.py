@@ -31,8 +31,8 @@ def digits(digits_cache, tmp_path_factory):
 
 
 def evaluate(original, candidate, batch_size=32):
-    ev = Evaluator("sklearn:digits", reference=original, like=original, batch_size=batch_size, latency_runs=3,
-                   latency_seconds=0.02)
+    ev = Evaluator("sklearn:digits", reference=original, like=original, batch_size=batch_size, latency_rounds=3,
+                   round_runs=2, round_seconds=0.0)
     return ev.measure(original), ev.measure(candidate)
 
 
@@ -174,7 +174,7 @@ def test_cluster_minilm_embeddings_included(minilm_onnx, tmp_path):
     assert any("word_embeddings" in layer["weight"] for layer in result.stats["per_layer"])
     assert result.stats["file_bytes_after"] <= 0.30 * result.stats["file_bytes_before"]
     data = text_data(sentences("eval", 16), model, batch_size=8, seq_len=64)
-    ev = Evaluator(data, reference=model, like=model, latency_runs=2, latency_seconds=0.01)
+    ev = Evaluator(data, reference=model, like=model, latency_rounds=2, round_runs=2, round_seconds=0.0)
     assert ev.measure(result.model, latency=False).fidelity["cosine_mean"] >= 0.995
 
 

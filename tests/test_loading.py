@@ -47,7 +47,7 @@ def torch_out(module, *args):
 
 
 def fast_evaluator(data, **kwargs) -> Evaluator:
-    return Evaluator(data, latency_runs=2, latency_seconds=0.0, warmup=1, **kwargs)
+    return Evaluator(data, latency_rounds=2, round_runs=2, round_seconds=0.0, warmup=1, **kwargs)
 
 
 # ---- nn.Module ----
@@ -434,7 +434,8 @@ def test_foreign_onnx_built_by_hand(foreign_onnx, foreign_forward_fn, tmp_path):
     m = evaluate(model, tmp_path / "d.npz", batch_size=8)
     assert m.kind == "onnx" and m.runtime == "onnxruntime"
     assert m.metrics["accuracy"] == pytest.approx(0.75)
-    assert m.data == {"source": str(tmp_path / "d.npz"), "samples": 40, "generated": False}
+    assert m.data == {"source": str(tmp_path / "d.npz"), "samples": 40, "generated": False,
+                      "labelled": True}
     assert m.batch_size == 8 and m.latency_ms["p50"] > 0 and m.size_bytes == path.stat().st_size
 
 

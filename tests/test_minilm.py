@@ -44,7 +44,7 @@ def test_onnx_matches_torch_on_real_sentences(minilm, minilm_onnx):
     data = text_data(texts, minilm, batch_size=8, seq_len=128)
     assert data.batches[0].feed["input_ids"].shape == (8, 128)
     evaluator = Evaluator(data, reference=minilm, like=minilm_onnx.model, batch_size=8, threads=2,
-                          latency_runs=2, latency_seconds=0.0, warmup=1)
+                          latency_rounds=2, round_runs=2, round_seconds=0.0, warmup=1)
     m = evaluator.measure(minilm_onnx.model)
     assert m.data["samples"] == 32 and not m.data["generated"]
     assert m.fidelity["samples"] == 32

@@ -121,7 +121,7 @@ def test_reference_is_never_flagged_and_missing_fields_skip():
     no_latency["latency_ms"] = {}
     assert compute_flags([meas("ref"), no_latency], "ref") == []
     error_fid = meas("c", fidelity={"error": "output shapes differ"})
-    assert compute_flags([meas("ref"), error_fid], "ref") == []
+    assert [f["flag"] for f in compute_flags([meas("ref"), error_fid], "ref")] == ["output-mismatch"]
 
 
 def test_without_reference_only_absolute_flags():

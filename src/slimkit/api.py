@@ -11,12 +11,13 @@ from pathlib import Path
 from typing import Any
 
 from slimkit.artifacts import publish_files, staged_folder, write_artifact
+from slimkit.dataplan import plan_data
 from slimkit.errors import SlimkitError
 from slimkit.evaluate.measure import Evaluator, Measurement
 from slimkit.models.base import WorkingModel
 from slimkit.models.loading import load
 from slimkit.passes.base import Context
-from slimkit.pipeline import Recipe, load_recipe, plan, run_pipeline
+from slimkit.pipeline import Recipe, Target, load_recipe, plan, run_pipeline
 from slimkit.scratch import make_scratch
 
 CONVERT_TARGETS = {"onnx": "onnx", "fp16": "fp16", "openvino": "openvino", "tflite": "tflite"}
@@ -49,6 +50,7 @@ class OptimizeResult:
 
 
 def _resolve_model(model: Any, **load_kwargs) -> WorkingModel:
+    """The model as given, or loaded; `data=` supplies input shapes a PyTorch model cannot tell."""
     return model if isinstance(model, WorkingModel) else load(model, **load_kwargs)
 
 
@@ -64,7 +66,7 @@ def optimize(
     seq_len: int = 128,
     shapes: Mapping[str, Sequence[int]] | None = None,
     measure: bool = True,
-    max_eval_samples: int | None = 256,
+    max_eval_samples: int | None = None,
     overrides: dict[str, dict] | None = None,
     progress: Callable[[str], None] | None = None,
     example_inputs: Any = None,
@@ -80,48 +82,70 @@ def optimize(
     """Run a recipe on a model, measure the result against the original, and optionally save it.
 
     `min_cosine` / `max_drop` set the target of accuracy-aware passes (e.g. `int8-auto`). Training passes learn
-    from `train_data` (default: `data`), checkpoint each epoch under `checkpoint_dir` and continue with `resume`.
+    from `train_data` and pick their best epoch on `data`; given only one of them, a training recipe splits it
+    (see `slimkit.dataplan`). Calibration and selection read `data`; the reported figures come from `eval_data`
+    (default `data`, flagged `measured-on-seen-data` when a pass saw it). Training checkpoints each epoch under
+    `checkpoint_dir` and continues with `resume`. Labelled evaluation data is used whole unless
+    `max_eval_samples` caps it.
     """
-    original = _resolve_model(model, example_inputs=example_inputs, weights=weights, task=task, shapes=shapes)
+    check_run_options(threads=threads, batch_size=batch_size)
+    original = _resolve_model(model, example_inputs=example_inputs, weights=weights, task=task, shapes=shapes,
+                              data=data if data is not None else train_data)
     recipe_obj = load_recipe(recipe)
     if to is not None:
         from slimkit.pipeline import retarget
 
         recipe_obj = retarget(recipe_obj, to)
+    targeted: dict[str, dict] = {}
     if min_cosine is not None or max_drop is not None:
-        overrides = {**target_overrides(recipe_obj, min_cosine, max_drop), **(overrides or {})}
+        targeted = target_overrides(recipe_obj, min_cosine, max_drop)
+        overrides = {**targeted, **(overrides or {})}
     unused = sorted(set(overrides or {}) - {name for name, _ in recipe_obj.steps})
     if unused:  # e.g. --student with a recipe that does not distill: say so rather than ignore it
         raise SlimkitError(f"options for pass {', '.join(unused)} but recipe {recipe_obj.name} has no such pass",
                            "use a recipe with that pass (e.g. --recipe distill for --student)")
-    plan(recipe_obj, original.kind, overrides)  # reject a bad chain before any work
+    planned = plan(recipe_obj, original.kind, overrides)  # reject a bad chain before any work
+    target = None
+    if min_cosine is not None or max_drop is not None:
+        if any(step.pass_.relaxed() is not None for step in planned):
+            target = Target(max_drop=max_drop, min_cosine=min_cosine)
+        elif not targeted:
+            raise SlimkitError(f"recipe {recipe_obj.name} has no pass that --min-cosine / --max-drop can steer",
+                               "use an accuracy-aware recipe (int8-auto) or one that prunes, clusters or factorizes")
+    uses = frozenset().union(*(step.pass_.data_use() for step in planned), {"select"} if target else set())
+    data_plan = plan_data(original, uses, data=data, train_data=train_data, eval_data=eval_data,
+                          seq_len=seq_len, shapes=shapes)
     if output is not None:
         from slimkit.artifacts import check_not_input
 
         check_not_input(Path(output), original.files())
+    if resume and checkpoint_dir is None:
+        raise SlimkitError("resume needs the checkpoint folder of the interrupted run", "pass --checkpoint-dir")
     say = progress or (lambda message: None)
     # Pass outputs live in a scratch folder kept as long as the resulting model object lives.
     workdir = make_scratch("slimkit-work-")
-    if resume and checkpoint_dir is None:
-        raise SlimkitError("resume needs the checkpoint folder of the interrupted run", "pass --checkpoint-dir")
-    ctx = Context(data=data, train_data=train_data, reference=original, threads=threads, batch_size=batch_size,
-                  seq_len=seq_len, shapes=shapes, workdir=workdir, progress=lambda m: say(f"running pass {m}"),
+    if data_plan.split:
+        say(f"split {data_plan.split['source']} into {data_plan.split['train']} training and "
+            f"{data_plan.split['validation']} validation samples")
+    ctx = Context(data=data_plan.select, train_data=data_plan.train, reference=original, threads=threads,
+                  batch_size=batch_size, seq_len=seq_len, shapes=shapes, workdir=workdir, progress=lambda m: say(f"running pass {m}"),
                   checkpoint_dir=Path(checkpoint_dir) if checkpoint_dir else None, resume=resume)
     try:
-        result = run_pipeline(original, recipe_obj, ctx, overrides)
+        result = run_pipeline(original, recipe_obj, ctx, overrides, target=target)
     except BaseException:
         shutil.rmtree(workdir, ignore_errors=True)
         raise
     outcome = OptimizeResult(result.model, original, recipe_obj, result.steps)
     weakref.finalize(result.model, shutil.rmtree, str(workdir), True)
     if measure:
-        say("measuring original and result")
-        evaluator = Evaluator(eval_data if eval_data is not None else data, reference=original, like=original,
+        say("measuring original and result, interleaved")
+        evaluator = Evaluator(data_plan.evaluate, reference=original, like=original,
                               threads=threads, batch_size=batch_size, seq_len=seq_len, shapes=shapes,
                               max_samples=max_eval_samples)
-        outcome.measurements = [evaluator.measure(original, label="original"),
-                                evaluator.measure(result.model, label=recipe_obj.name)]
-    outcome.report = _build(outcome, threads)
+        outcome.measurements = evaluator.measure_all([("original", original), (recipe_obj.name, result.model)])
+        for m in outcome.measurements:
+            m.data["seen_by"] = list(data_plan.seen_by)
+    outcome.report = _build(outcome, threads, data_plan.as_dict())
     if output is not None:
         say("writing artifact")
         outcome.save(output)
@@ -129,7 +153,8 @@ def optimize(
 
 
 def target_overrides(recipe: Recipe, min_cosine: float | None, max_drop: float | None) -> dict[str, dict]:
-    """Route --min-cosine / --max-drop to every pass in the recipe that takes a target."""
+    """Route --min-cosine / --max-drop to every pass in the recipe that takes a target (others back off in the
+    pipeline, see `pipeline.Target`)."""
     from slimkit.passes.base import get_pass
 
     overrides: dict[str, dict] = {}
@@ -137,9 +162,6 @@ def target_overrides(recipe: Recipe, min_cosine: float | None, max_drop: float |
         fields = get_pass(name).Config.model_fields
         if "min_cosine" in fields and "max_drop" in fields:
             overrides[name] = {"min_cosine": min_cosine, "max_drop": max_drop}
-    if not overrides:
-        raise SlimkitError(f"recipe {recipe.name} has no accuracy-aware pass for --min-cosine / --max-drop",
-                           "use an accuracy-aware recipe such as int8-auto")
     return overrides
 
 
@@ -149,11 +171,20 @@ def targets_missed(report: dict) -> list[str]:
             if isinstance(p.get("stats"), dict) and p["stats"].get("target_met") is False]
 
 
-def _build(outcome: OptimizeResult, threads: int) -> dict:
+def check_run_options(*, threads: int, batch_size: int = 1) -> None:
+    """Refuse nonsense run options before any work (not after the passes have run)."""
+    if not isinstance(threads, int) or threads < 1:
+        raise SlimkitError(f"--threads {threads} is not a thread count", "give 1 or more")
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise SlimkitError(f"--batch-size {batch_size} is not a batch size", "give 1 or more")
+
+
+def _build(outcome: OptimizeResult, threads: int, data_plan: dict | None = None) -> dict:
     from slimkit.report import build_report
 
     measured = [m.as_dict() for m in outcome.measurements]
     return build_report(
+        data=data_plan,
         command="optimize",
         input_model={"model": outcome.original.source, "kind": str(outcome.original.kind),
                      "size_bytes": outcome.original.size_bytes()},
@@ -216,22 +247,20 @@ def bench(
     batch_size: int = 1,
     seq_len: int = 128,
     shapes: Mapping[str, Sequence[int]] | None = None,
-    max_samples: int | None = 256,
+    max_samples: int | None = None,
     labels: Sequence[str] | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> list[Measurement]:
-    """Measure one or more models on the same data; the reference (if any) is measured first."""
-    loaded = [_resolve_model(m, shapes=shapes) for m in models]
-    ref = _resolve_model(reference, shapes=shapes) if reference is not None else None
+    """Measure one or more models on the same data, latency interleaved round by round; the reference (if any)
+    comes first. Labelled data is evaluated whole unless `max_samples` caps it."""
+    check_run_options(threads=threads, batch_size=batch_size)
+    loaded = [_resolve_model(m, shapes=shapes, data=data) for m in models]
+    ref = _resolve_model(reference, shapes=shapes, data=data) if reference is not None else None
     evaluator = Evaluator(data, reference=ref, like=ref or loaded[0], threads=threads, batch_size=batch_size,
                           seq_len=seq_len, shapes=shapes, max_samples=max_samples)
     say = progress or (lambda message: None)
-    results = []
-    if ref is not None:
-        say(f"measuring reference {ref.source}")
-        results.append(evaluator.measure(ref, label="reference"))
+    entries = [("reference", ref)] if ref is not None else []
     for i, model in enumerate(loaded):
-        say(f"measuring {model.source}")
-        label = labels[i] if labels else (model.source or f"model {i + 1}")
-        results.append(evaluator.measure(model, label=label))
-    return results
+        entries.append((labels[i] if labels else (model.source or f"model {i + 1}"), model))
+    say(f"measuring {len(entries)} models, interleaved")
+    return evaluator.measure_all(entries)

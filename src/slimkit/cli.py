@@ -46,11 +46,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model")
     p.add_argument("--recipe", required=True, help="built-in recipe name (see `slimkit recipes`) or a YAML file")
     p.add_argument("-o", "--output", required=True, help="output folder")
-    p.add_argument("--eval-data", help="separate evaluation data (default: --data)")
+    p.add_argument("--eval-data", help="the data the reported figures are measured on; keep it apart from "
+                   "--data / --train-data (default: --data, flagged when a pass trained, selected or calibrated on it)")
     p.add_argument("--min-cosine", type=float, help="accuracy-aware recipes: mean output cosine to keep")
     p.add_argument("--max-drop", type=float, help="accuracy-aware recipes: accuracy drop allowed (0.01 = 1 point)")
     p.add_argument("--train-data", help="training passes (prune, distill, cluster/factorize fine-tuning) learn from "
-                   "this (default: --data); --data is then held out for evaluation")
+                   "this and pick their best epoch on --data; given only one of the two, it is split 80/20 "
+                   "(seeded, stratified) into training and validation parts")
     p.add_argument("--student", help="distill: the student model, package.module:factory")
     p.add_argument("--checkpoint-dir", help="training passes write a checkpoint per epoch here "
                    "(default: OUTPUT.checkpoints)")
@@ -62,7 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bench", help="measure models: size, latency, fidelity vs --reference, accuracy")
     p.add_argument("models", nargs="+")
     p.add_argument("--reference", help="model to compare against (fidelity and ratios)")
-    p.add_argument("--max-samples", type=int, default=256, help="samples used for fidelity/accuracy (default 256)")
+    p.add_argument("--max-samples", type=int, default=None,
+                   help="cap the samples used for fidelity/accuracy (default: labelled data whole, else 256)")
     _common(p)
 
     p = sub.add_parser("recipes", help="list built-in recipes")
@@ -217,14 +220,23 @@ def cmd_bench(args) -> int:
         results = bench(models, reference=reference, data=args.data, threads=args.threads,
                         batch_size=args.batch_size, seq_len=args.seq_len, shapes=_shapes(args),
                         max_samples=args.max_samples, labels=args.models, progress=say)
-    if args.json:
-        for m in results:
-            print(json.dumps(m.as_dict(), default=str))
-        return 0
     report = build_report(command="bench", input_model={"model": ", ".join(args.models)},
                           measurements=[m.as_dict() for m in results],
                           reference_label="reference" if reference is not None else None, threads=args.threads)
-    print_report(report, _console())
+    mismatched = sorted({f["model"] for f in report["flags"] if f["flag"] == "output-mismatch"})
+    if args.json:
+        ratios = {r["model"]: r for r in report["ratios"]}
+        for m in report["measurements"]:
+            is_ref = reference is not None and m["label"] == "reference"
+            line = {**m, "reference": is_ref, "flags": [f for f in report["flags"] if f["model"] == m["label"]]}
+            if reference is not None and not is_ref:
+                line["vs_reference"] = {k: v for k, v in ratios.get(m["label"], {}).items() if k != "model"}
+            print(json.dumps(line, default=str))
+    else:
+        print_report(report, _console())
+    if mismatched:
+        print(f"error: outputs of {', '.join(mismatched)} do not match the reference's", file=sys.stderr)
+        return 4
     return 0
 
 

@@ -56,14 +56,89 @@ class Dataset:
     def has_labels(self) -> bool:
         return bool(self.batches) and all(b.labels is not None for b in self.batches)
 
+    def arrays(self) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
+        """All samples as one array per input, plus the labels (None when any batch has none)."""
+        names = list(self.batches[0].feed)
+        arrays = {n: np.concatenate([b.feed[n] for b in self.batches]) for n in names}
+        labels = np.concatenate([b.labels for b in self.batches]) if self.has_labels else None
+        return arrays, labels
+
     def rebatch(self, batch_size: int) -> Dataset:
         """The same samples in batches of `batch_size` (the last one may be smaller)."""
         if not self.batches:
             return self
-        names = list(self.batches[0].feed)
-        arrays = {n: np.concatenate([b.feed[n] for b in self.batches]) for n in names}
-        labels = np.concatenate([b.labels for b in self.batches]) if self.has_labels else None
+        arrays, labels = self.arrays()
         return Dataset(_split(arrays, labels, batch_size), self.source, self.generated)
+
+    def take(self, indices: Sequence[int] | np.ndarray, *, batch_size: int | None = None,
+             source: str | None = None) -> Dataset:
+        """The samples at `indices` (in that order), re-batched."""
+        if not self.batches:
+            return self
+        arrays, labels = self.arrays()
+        idx = np.asarray(indices, dtype=np.int64)
+        size = batch_size or self.batches[0].size or 1
+        return Dataset(_split({k: v[idx] for k, v in arrays.items()}, labels[idx] if labels is not None else None,
+                              size), source or self.source, self.generated)
+
+    def head(self, max_samples: int | None, batch_size: int | None = None) -> Dataset:
+        """At most `max_samples` samples (all when None), in batches of `batch_size` (kept when None)."""
+        if not self.batches or self.generated:
+            return self
+        n = self.num_samples
+        keep = n if not max_samples else min(n, max_samples)
+        if keep == n and (batch_size is None or all(b.size == batch_size for b in self.batches[:-1])):
+            return self
+        return self.take(np.arange(keep), batch_size=batch_size)
+
+
+@dataclass(frozen=True)
+class Subset:
+    """Part of a data source: the samples at `indices` of what `source` loads (train/validation splits).
+
+    Kept as (source, indices) rather than arrays, so every pass can load it for its own model kind,
+    batch size and sequence length, exactly like the whole source.
+    """
+
+    source: Any
+    indices: tuple[int, ...]
+    role: str  # "train" or "validation"
+
+    def describe(self) -> str:
+        return f"{self.role} part ({len(self.indices)} samples) of {describe_source(self.source)}"
+
+
+def describe_source(source: Any) -> str:
+    """A short name for a data source, for reports."""
+    if source is None:
+        return "generated inputs"
+    if isinstance(source, Subset):
+        return source.describe()
+    if isinstance(source, Dataset):
+        return source.source or "dataset"
+    if isinstance(source, (str, Path)):
+        return str(source)
+    return type(source).__name__
+
+
+def split_indices(n: int, labels: np.ndarray | None, *, validation_fraction: float = 0.2,
+                  seed: int = 0) -> tuple[np.ndarray, np.ndarray, bool]:
+    """(train, validation, stratified): a seeded split of n samples, stratified by class when labels allow."""
+    if n < 2:
+        raise SlimkitError(f"{n} sample is too few to split into a training and a validation part",
+                           "give more data, or a separate validation set (--data) and --train-data")
+    n_val = min(n - 1, max(1, int(round(n * validation_fraction))))
+    from sklearn.model_selection import train_test_split
+
+    everything = np.arange(n)
+    stratify = None
+    if labels is not None:
+        labels = np.asarray(labels).reshape(-1)
+        classes, counts = np.unique(labels, return_counts=True)
+        if labels.dtype.kind in "iub" and counts.min() >= 2 and len(classes) <= n_val <= n - len(classes):
+            stratify = labels
+    train, val = train_test_split(everything, test_size=n_val, random_state=seed, shuffle=True, stratify=stratify)
+    return np.sort(train), np.sort(val), stratify is not None
 
 
 def parse_shapes(items: Sequence[str] | None) -> dict[str, list[int]]:
@@ -97,7 +172,13 @@ def load_data(
         return generate_data(specs, batch_size=batch_size, seq_len=seq_len, shapes=shapes,
                              num_batches=max(1, generated_samples // max(batch_size, 1)), seed=seed)
     if isinstance(source, Dataset):
-        return source
+        return source.head(max_samples, batch_size=None if source.generated else batch_size)
+    if isinstance(source, Subset):
+        whole = load_data(source.source, model, batch_size=batch_size, seq_len=seq_len, shapes=shapes, seed=seed)
+        if whole.generated:
+            return whole
+        indices = list(source.indices)[:max_samples] if max_samples else list(source.indices)
+        return whole.take(indices, batch_size=batch_size, source=source.describe())
     if isinstance(source, (str, Path)):
         text = str(source)
         if text.startswith("sklearn:"):
@@ -267,6 +348,8 @@ def _from_iterable(items: Iterable, specs, batch_size, max_samples) -> Dataset:
 def _finish(arrays, labels, specs, batch_size, max_samples, source) -> Dataset:
     arrays = check_arrays(arrays, specs, source)
     n = next(iter(arrays.values())).shape[0]
+    if n == 0:
+        raise SlimkitError(f"{source} holds no samples (its arrays have 0 rows)", "give at least one sample")
     if labels is not None and len(labels) != n:
         raise SlimkitError(f"{source}: {len(labels)} labels for {n} samples", "give one label per sample")
     if max_samples:

@@ -7,7 +7,7 @@ model is still PyTorch, `to-onnx` is inserted (and recorded as inserted).
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -148,24 +148,117 @@ class PipelineResult:
     steps: list[dict] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class Target:
+    """What a compressed model must keep on the validation data: an accuracy drop of at most `max_drop`
+    (labelled data) or a mean output cosine of at least `min_cosine` to the original."""
+
+    max_drop: float | None = None
+    min_cosine: float | None = None
+
+
+class _Judge:
+    """Scores intermediate models against the original on the validation data (ctx.data), once per model."""
+
+    def __init__(self, original: WorkingModel, ctx: Context, target: Target) -> None:
+        from slimkit.evaluate.measure import Evaluator
+
+        if ctx.data is None:
+            raise SlimkitError("--max-drop / --min-cosine need validation data to back off on",
+                               "give --data (it is split into training and validation parts when needed)")
+        self.target = target
+        self.evaluator = Evaluator(ctx.data, reference=original, like=original, threads=ctx.threads,
+                                   batch_size=64, seq_len=ctx.seq_len, shapes=ctx.shapes)
+        if target.max_drop is not None and not self.evaluator.dataset.has_labels:
+            raise SlimkitError("--max-drop needs labelled validation data", "give labels, or use --min-cosine")
+        self.reference = self.evaluator.measure(original, latency=False)
+
+    def score(self, model: WorkingModel) -> dict[str, Any]:
+        m = self.evaluator.measure(model, latency=False)
+        out: dict[str, Any] = {"validation_samples": m.data["samples"]}
+        meets = True
+        if self.target.max_drop is not None:
+            drop = self.reference.metrics["accuracy"] - m.metrics["accuracy"]
+            out.update(accuracy=m.metrics["accuracy"], reference_accuracy=self.reference.metrics["accuracy"],
+                       drop=drop)
+            meets = meets and drop <= self.target.max_drop + 1e-12
+        if self.target.min_cosine is not None:
+            cosine = (m.fidelity or {}).get("cosine_mean", 0.0)
+            out["cosine_mean"] = cosine
+            meets = meets and cosine >= self.target.min_cosine
+        out["meets"] = meets
+        return out
+
+
 def run_pipeline(model: WorkingModel, recipe: Recipe, ctx: Context,
-                 overrides: dict[str, dict] | None = None) -> PipelineResult:
+                 overrides: dict[str, dict] | None = None, target: Target | None = None) -> PipelineResult:
+    """Run the planned passes in order. With a `target`, each pass that can be made gentler (`Pass.relaxed`)
+    is checked on the validation data right after it runs and re-run one step gentler until the target holds
+    (or its ladder ends: the last try is kept, and the stats say the target was not met)."""
     steps = plan(recipe, model.kind, overrides)
+    judge = None
+    if target is not None and any(step.pass_.relaxed() is not None for step in steps):
+        judge = _Judge(model, ctx, target)
     records = []
     current = model
     for step in steps:
-        ctx.progress(f"{step.pass_.name}")
-        start = time.perf_counter()
-        result = step.pass_.run(current, ctx)
-        seconds = time.perf_counter() - start
-        records.append({
-            "pass": step.pass_.name,
-            "config": step.pass_.config.model_dump(mode="json"),
-            "inserted": step.inserted,
-            "kind_in": str(step.kind_in),
-            "kind_out": str(result.model.kind),
-            "seconds": round(seconds, 3),
-            "stats": result.stats,
-        })
+        result, record = _run_step(step, step.pass_, current, ctx)
+        if judge is not None and step.pass_.relaxed() is not None:
+            result, record = _back_off(step, current, ctx, judge, result, record)
+        records.append(record)
         current = result.model
     return PipelineResult(current, records)
+
+
+def _run_step(step: PlannedStep, pass_: Pass, model: WorkingModel, ctx: Context):
+    ctx.progress(f"{pass_.name}")
+    start = time.perf_counter()
+    result = pass_.run(model, ctx)
+    seconds = time.perf_counter() - start
+    return result, {
+        "pass": pass_.name,
+        "config": pass_.config.model_dump(mode="json"),
+        "inserted": step.inserted,
+        "kind_in": str(step.kind_in),
+        "kind_out": str(result.model.kind),
+        "seconds": round(seconds, 3),
+        "stats": result.stats,
+    }
+
+
+def _back_off(step: PlannedStep, model: WorkingModel, ctx: Context, judge: _Judge, result, record):
+    pass_ = step.pass_
+    score = judge.score(result.model)
+    attempts = [{"config": _ladder_keys(pass_), "seconds": record["seconds"], **score}]
+    seconds = record["seconds"]
+    while not score["meets"] and (change := pass_.relaxed()) is not None:
+        pass_ = type(pass_)({**pass_.config.model_dump(), **change})
+        attempt_ctx = ctx
+        if ctx.checkpoint_dir is not None:  # each rung trains from scratch; keep its checkpoints apart
+            attempt_ctx = replace(ctx, workdir=ctx.workdir,
+                                  checkpoint_dir=ctx.checkpoint_dir / f"backoff-{len(attempts)}")
+        ctx.progress(f"{pass_.name} missed the target on validation data; trying {change}")
+        result, record = _run_step(step, pass_, model, attempt_ctx)
+        seconds += record["seconds"]
+        score = judge.score(result.model)
+        attempts.append({"config": _ladder_keys(pass_), "seconds": record["seconds"], **score})
+    record["seconds"] = round(seconds, 3)
+    stats = dict(record["stats"]) if isinstance(record["stats"], dict) else {"result": record["stats"]}
+    stats["backoff"] = {"target": {"max_drop": judge.target.max_drop, "min_cosine": judge.target.min_cosine},
+                        "attempts": attempts, "chosen": attempts[-1]["config"], "on": "validation data"}
+    stats["target_met"] = bool(score["meets"])
+    if not score["meets"]:
+        stats["shortfall"] = (f"even at {attempts[-1]['config']} the validation "
+                              + (f"accuracy drop is {score['drop']:.4f}" if "drop" in score
+                                 else f"mean cosine is {score.get('cosine_mean', 0):.4f}"))
+    record["stats"] = stats
+    result.stats = stats
+    return result, record
+
+
+def _ladder_keys(pass_: Pass) -> dict[str, Any]:
+    """The config keys the pass's back-off ladder changes, with their current values."""
+    probe = pass_.relaxed() or {}
+    keys = probe.keys() or ("sparsity", "k", "ratio", "energy", "rank", "target_flop_reduction")
+    dumped = pass_.config.model_dump(mode="json")
+    return {k: dumped[k] for k in keys if k in dumped}

@@ -29,7 +29,8 @@ def compare_outputs(
     ref = np.concatenate([r.reshape(r.shape[0], -1) if r.ndim else r.reshape(1, 1) for r in references])
     cand = np.concatenate([c.reshape(c.shape[0], -1) if c.ndim else c.reshape(1, 1) for c in candidates])
     if ref.shape != cand.shape:
-        return {"error": f"output shapes differ: reference {list(ref.shape)} vs candidate {list(cand.shape)}"}
+        return {"error": f"output shapes differ: reference {list(ref.shape)} vs candidate {list(cand.shape)}",
+                "mismatch": True}
     cos = rowwise_cosine(ref, cand)
     diff = np.abs(ref.astype(np.float64) - cand.astype(np.float64))
     result = {
@@ -51,3 +52,24 @@ def accuracy(outputs: Sequence[np.ndarray], labels: Sequence[np.ndarray]) -> flo
     if scores.shape[1] < 2 or scores.shape[0] != y.shape[0]:
         return None
     return float((scores.argmax(1) == y).mean())
+
+
+def wilson_interval(successes: int, total: int, z: float = 1.959964) -> tuple[float, float]:
+    """95% Wilson score interval of a proportion: honest at small counts and near 0 or 1, unlike p ± z·se."""
+    if total <= 0:
+        return 0.0, 1.0
+    p = successes / total
+    denom = 1.0 + z * z / total
+    centre = (p + z * z / (2 * total)) / denom
+    half = z * np.sqrt(p * (1 - p) / total + z * z / (4 * total * total)) / denom
+    return float(max(0.0, centre - half)), float(min(1.0, centre + half))
+
+
+def accuracy_with_interval(outputs: Sequence[np.ndarray], labels: Sequence[np.ndarray]) -> dict | None:
+    """Top-1 accuracy, its 95% Wilson interval and the sample count; None when outputs are not class scores."""
+    acc = accuracy(outputs, labels)
+    if acc is None:
+        return None
+    total = int(sum(np.asarray(lab).size for lab in labels))
+    low, high = wilson_interval(int(round(acc * total)), total)
+    return {"accuracy": acc, "accuracy_ci95": [low, high], "accuracy_samples": total}

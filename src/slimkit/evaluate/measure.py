@@ -13,8 +13,9 @@ from typing import Any
 import numpy as np
 
 from slimkit.data import Dataset, load_data
-from slimkit.evaluate.fidelity import accuracy, compare_outputs
-from slimkit.evaluate.latency import interleaved_p50, summarize, time_calls
+from slimkit.errors import SlimkitError
+from slimkit.evaluate.fidelity import accuracy_with_interval, compare_outputs
+from slimkit.evaluate.latency import interleaved_p50, interleaved_rounds, summarize_rounds
 from slimkit.evaluate.runners import make_runner
 from slimkit.models.base import WorkingModel
 
@@ -53,8 +54,17 @@ class Measurement:
         }
 
 
+# Unlabelled data only serves fidelity (cosine to the reference): this many samples are plenty and keep
+# transformer comparisons quick. Labelled data is evaluated whole, so an accuracy is never cut to a sample.
+FIDELITY_SAMPLES = 256
+
+
 class Evaluator:
-    """Shared data and reference for measuring several models the same way."""
+    """Shared data and reference for measuring several models the same way.
+
+    `measure_all` times the models taking turns round by round (see `interleaved_rounds`), so a ratio
+    between them is not at the mercy of whatever else the machine did while one of them ran.
+    """
 
     def __init__(
         self,
@@ -67,20 +77,28 @@ class Evaluator:
         seq_len: int = 128,
         shapes: Mapping[str, Sequence[int]] | None = None,
         max_samples: int | None = None,
-        latency_runs: int = 50,
-        latency_seconds: float = 0.5,
+        latency_rounds: int = 7,
+        round_runs: int = 10,
+        round_seconds: float = 0.1,
         warmup: int = 5,
     ) -> None:
+        if threads < 1:
+            raise SlimkitError(f"--threads {threads} is not a thread count", "give 1 or more")
+        if batch_size < 1:
+            raise SlimkitError(f"--batch-size {batch_size} is not a batch size", "give 1 or more")
         self.threads = threads
         self.batch_size = batch_size
-        self.latency_runs = latency_runs
-        self.latency_seconds = latency_seconds
+        self.latency_rounds = latency_rounds
+        self.round_runs = round_runs
+        self.round_seconds = round_seconds
         self.warmup = warmup
         template = like or reference
         if template is None:
             raise ValueError("Evaluator needs a model to read the input signature from (like= or reference=)")
         dataset = load_data(data, template, batch_size=batch_size, seq_len=seq_len, shapes=shapes,
                             max_samples=max_samples)
+        if max_samples is None and not dataset.generated and not dataset.has_labels:
+            dataset = dataset.head(FIDELITY_SAMPLES)
         # Generated inputs already have the requested (or --shape-fixed) batch; real data is re-batched.
         self.dataset: Dataset = dataset if dataset.generated or not dataset.batches else dataset.rebatch(batch_size)
         self.reference = reference
@@ -95,31 +113,41 @@ class Evaluator:
         return self._reference_outputs
 
     def measure(self, model: WorkingModel, *, label: str = "", latency: bool = True) -> Measurement:
-        runner = make_runner(model, self.threads)
+        """One model alone (no interleaving: use `measure_all` to compare models)."""
+        return self.measure_all([(label, model)], latency=latency)[0]
+
+    def measure_all(self, models: Sequence[tuple[str, WorkingModel]], *, latency: bool = True) -> list[Measurement]:
+        """Measure (label, model) pairs on the same data; latency interleaved round by round across them."""
+        runners = [make_runner(model, self.threads) for _label, model in models]
+        feed = self.dataset.batches[0].feed
+        lat: list[dict] = [{} for _ in models]
+        if latency:
+            calls = {str(i): (lambda r=runner: r.run(feed)) for i, runner in enumerate(runners)}
+            timed = interleaved_rounds(calls, rounds=self.latency_rounds, min_seconds=self.round_seconds,
+                                       runs=self.round_runs, warmup=self.warmup)
+            lat = [summarize_rounds(*timed[str(i)], self.dataset.batches[0].size) for i in range(len(models))]
+        return [self._outcome(label, model, runner, latency_ms)
+                for (label, model), runner, latency_ms in zip(models, runners, lat, strict=True)]
+
+    def _outcome(self, label: str, model: WorkingModel, runner, latency_ms: dict) -> Measurement:
         outputs = [runner.run(b.feed) for b in self.dataset]
         primary = [o[0] for o in outputs]
-        lat = {}
-        if latency:
-            feed = self.dataset.batches[0].feed
-            times = time_calls(lambda: runner.run(feed), warmup=self.warmup, runs=self.latency_runs,
-                               min_seconds=self.latency_seconds)
-            lat = summarize(times, self.dataset.batches[0].size)
         fidelity = None
         refs = self.reference_outputs()
         if refs is not None:
             fidelity = compare_outputs(refs, primary, classification=_is_classifier(model, primary))
         metrics = {}
         if self.dataset.has_labels and model.task != "embedding":
-            acc = accuracy(primary, [b.labels for b in self.dataset])
-            if acc is not None:
-                metrics["accuracy"] = acc
+            scored = accuracy_with_interval(primary, [b.labels for b in self.dataset])
+            if scored is not None:
+                metrics.update(scored)
         params = model.param_count() if hasattr(model, "param_count") else None
         return Measurement(
             model=model.source or label, kind=str(model.kind), runtime=runner.runtime,
-            size_bytes=int(model.size_bytes()), params=params, latency_ms=lat,
+            size_bytes=int(model.size_bytes()), params=params, latency_ms=latency_ms,
             batch_size=self.dataset.batches[0].size, threads=self.threads,
             data={"source": self.dataset.source, "samples": self.dataset.num_samples,
-                  "generated": self.dataset.generated},
+                  "generated": self.dataset.generated, "labelled": self.dataset.has_labels},
             fidelity=fidelity, metrics=metrics, label=label,
         )
 

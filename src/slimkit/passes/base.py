@@ -97,6 +97,23 @@ class Pass:
     def output_kind(self, input_kind: ModelKind) -> ModelKind:
         return input_kind if self.returns is None else self.returns
 
+    def data_use(self) -> frozenset[str]:
+        """How this configured pass uses the data: "train" (learns from ctx.train_data and picks its best
+        epoch on ctx.data), "select" (chooses among candidates on ctx.data), "calibrate" (sets ranges from it).
+
+        The pipeline splits a lone --data for passes that train, and the report flags a measurement taken
+        on data any pass has seen.
+        """
+        return frozenset()
+
+    def relaxed(self) -> dict[str, Any] | None:
+        """Config changes one step gentler (less pruned, more clusters, ...), or None when there is none.
+
+        The pipeline backs off along this ladder when `--max-drop` / `--min-cosine` is missed on the
+        validation data after this pass.
+        """
+        return None
+
 
 def make_config(pass_name: str, config_cls: type[PassConfig], config: Any) -> PassConfig:
     if isinstance(config, config_cls):

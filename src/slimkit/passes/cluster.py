@@ -10,7 +10,7 @@ PyTorch: weights are replaced by their centroids in place of a copy of the modul
 from __future__ import annotations
 
 import gzip
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import onnx
@@ -83,6 +83,13 @@ class Cluster(Pass):
     returns = None  # the kind it was given
     Config = ClusterConfig
     description = "k-means weight sharing (codebook + 8/4-bit indices in the file)"
+
+    def data_use(self) -> frozenset[str]:
+        return frozenset({"train"}) if self.config.train is not None else frozenset()
+
+    def relaxed(self) -> dict[str, Any] | None:
+        """Twice the shared values (16 -> 32 -> ... -> 256)."""
+        return {"k": self.config.k * 2} if self.config.k * 2 <= 256 else None
 
     def run(self, model: WorkingModel, ctx: Context) -> PassResult:
         _check_k(self.config.k)

@@ -32,6 +32,9 @@ class Distill(Pass):
     Config = DistillConfig
     description = "knowledge distillation into the model (or a given student) from the original"
 
+    def data_use(self) -> frozenset[str]:
+        return frozenset({"train"})
+
     def run(self, model: WorkingModel, ctx: Context) -> PassResult:
         cfg = self.config
         teacher = teacher_for(model, ctx, cfg.teacher)

@@ -8,7 +8,7 @@ covers Hugging Face Transformers projections.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import onnx
@@ -93,6 +93,23 @@ class Factorize(Pass):
     returns = None  # the kind it was given
     Config = FactorizeConfig
     description = "low-rank SVD / NMF of Linear/MatMul/Gemm and Conv weights"
+
+    def data_use(self) -> frozenset[str]:
+        use = {"train"} if self.config.train is not None else set()
+        return frozenset(use | ({"select"} if self.config.min_cosine is not None else set()))
+
+    def relaxed(self) -> dict[str, Any] | None:
+        """Keep more of each layer: half the discarded energy, or 1.3x the parameter ratio (below 1)."""
+        cfg = self.config
+        if cfg.energy is not None:
+            energy = round(1.0 - (1.0 - cfg.energy) / 2, 6)
+            return {"energy": energy} if energy < 0.9999 else None
+        if cfg.ratio is not None:
+            ratio = round(cfg.ratio * 1.3, 4)
+            return {"ratio": ratio} if ratio < 1.0 else None
+        if cfg.rank is not None:
+            return {"rank": cfg.rank * 2}
+        return None
 
     def run(self, model: WorkingModel, ctx: Context) -> PassResult:
         _validate(self.config)

@@ -326,6 +326,9 @@ class FakeQuant(Pass):
     Config = FakeQuantConfig
     description = "PyTorch fake quantization of Linear/Conv2d weights (and inputs); exports as ONNX QDQ"
 
+    def data_use(self) -> frozenset[str]:
+        return frozenset({"calibrate"}) if self.config.activations else frozenset()
+
     def run(self, model: WorkingModel, ctx: Context) -> PassResult:
         assert isinstance(model, TorchModel)
         batches = _calibration_batches(model, ctx, self.config) if self.config.activations else None

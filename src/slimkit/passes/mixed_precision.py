@@ -93,6 +93,9 @@ class Int8Auto(Pass):
     Config = AutoConfig
     description = "int8 with the most sensitive layers kept in float until --min-cosine / --max-drop holds"
 
+    def data_use(self) -> frozenset[str]:
+        return frozenset({"select"})
+
     def run(self, model: WorkingModel, ctx: Context) -> PassResult:
         assert isinstance(model, OnnxModel)
         refuse_quantized(model, self.name)

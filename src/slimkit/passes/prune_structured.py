@@ -7,7 +7,7 @@ graph does fewer multiply-accumulates. See `slimkit.pruning.structured` for targ
 from __future__ import annotations
 
 import copy
-from typing import Literal
+from typing import Any, Literal
 
 from slimkit.errors import SlimkitError
 from slimkit.models.base import ModelKind, TorchModel, WorkingModel
@@ -37,6 +37,18 @@ class PruneStructured(Pass):
     returns = None
     Config = PruneStructuredConfig
     description = "structured pruning (channels, FFN neurons, attention heads) with torch-pruning"
+
+    def data_use(self) -> frozenset[str]:
+        use = {"train"} if self.config.train is not None else set()
+        return frozenset(use | ({"calibrate"} if self.config.importance == "activation" else set()))
+
+    def relaxed(self) -> dict[str, Any] | None:
+        """Remove 0.7x as many units (or 0.7x the MAC reduction), until under 5%."""
+        if self.config.target_flop_reduction is not None:
+            reduction = round(self.config.target_flop_reduction * 0.7, 4)
+            return {"target_flop_reduction": reduction} if reduction >= 0.05 else None
+        ratio = round(self.config.ratio * 0.7, 4)
+        return {"ratio": ratio} if ratio >= 0.05 else None
 
     def run(self, model: WorkingModel, ctx: Context) -> PassResult:
         import torch

@@ -163,6 +163,9 @@ class Int8Static(Pass):
     Config = StaticConfig
     description = "int8 QDQ with activations calibrated on --data"
 
+    def data_use(self) -> frozenset[str]:
+        return frozenset({"calibrate"})
+
     def run(self, model: WorkingModel, ctx: Context) -> PassResult:
         from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 

@@ -81,6 +81,7 @@ def build_report(
     artifact: dict | None = None,
     threads: int = 2,
     notes: list[str] | None = None,
+    data: dict | None = None,
 ) -> dict:
     """The full report dict (schema slimkit.report/1), JSON-ready."""
     measurements = to_jsonable(list(measurements))
@@ -96,6 +97,7 @@ def build_report(
         "input": input_model,
         "recipe": recipe,
         "passes": passes or [],
+        "data": data,
         "artifact": artifact,
         "reference": reference_label,
         "measurements": measurements,

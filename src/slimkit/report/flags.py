@@ -12,8 +12,7 @@ from typing import Any
 
 # A candidate this much smaller than the reference (size ratio <=) is expected to be faster ...
 SMALLER_SIZE_RATIO = 0.90
-# ... and is flagged when its p50 latency ratio is still at least this.
-NOT_FASTER_P50_RATIO = 0.95
+# ... and is flagged when it is not measurably faster (see `speed_verdict`).
 # p50 latency ratio above which a candidate counts as slower than the reference.
 SLOWER_P50_RATIO = 1.10
 # p50 latency ratio below which a candidate counts as faster than the reference.
@@ -22,7 +21,8 @@ FASTER_P50_RATIO = 0.95
 MIN_COSINE_MEAN = 0.99
 MIN_COSINE_MIN = 0.95
 MIN_TOP1_AGREEMENT = 0.99
-# Accuracy may fall by at most this much (absolute) below the reference's.
+# Accuracy may fall by at most this much (absolute) below the reference's, and the fall must also leave
+# the reference's 95% interval to count.
 MAX_ACCURACY_DROP = 0.01
 
 
@@ -48,16 +48,68 @@ def ratio(candidate: dict, reference: dict, *path: str) -> float | None:
     return cand / ref
 
 
-def ratios(candidate: dict, reference: dict) -> dict[str, float]:
-    """Size and p50 latency of a candidate relative to the reference, where both are known."""
-    out = {}
+def _rounds(measurement: dict) -> list[float] | None:
+    rounds = (measurement.get("latency_ms") or {}).get("p50_rounds") if isinstance(measurement, dict) else None
+    if not isinstance(rounds, list) or not rounds:
+        return None
+    numbers = [value({"v": r}, "v") for r in rounds]
+    return None if any(n is None for n in numbers) else [float(n) for n in numbers]  # type: ignore[arg-type]
+
+
+def ratios(candidate: dict, reference: dict) -> dict[str, Any]:
+    """Size and p50 latency of a candidate relative to the reference, where both are known.
+
+    When both were timed in the same interleaved rounds, the p50 ratio is the median of the per-round
+    ratios and `p50_ratio_spread` their interquartile range.
+    """
+    from slimkit.evaluate.latency import paired_ratio
+
+    out: dict[str, Any] = {}
     size = ratio(candidate, reference, "size_bytes")
     if size is not None:
         out["size_ratio"] = size
-    p50 = ratio(candidate, reference, "latency_ms", "p50")
-    if p50 is not None:
-        out["p50_ratio"] = p50
+    cand_rounds, ref_rounds = _rounds(candidate), _rounds(reference)
+    paired = paired_ratio(cand_rounds, ref_rounds) if cand_rounds and ref_rounds else None
+    if paired is not None:
+        out["p50_ratio"], out["p50_ratio_spread"] = paired
+    else:
+        p50 = ratio(candidate, reference, "latency_ms", "p50")
+        if p50 is not None:
+            out["p50_ratio"] = p50
     return out
+
+
+def speed_verdict(rel: dict) -> str | None:
+    """"faster", "slower" or "same" (no measurable difference: the spread of the ratio includes 1.0, or the
+    change is under the thresholds); None when there is no latency ratio."""
+    p50_r = rel.get("p50_ratio")
+    if p50_r is None:
+        return None
+    low, high = rel.get("p50_ratio_spread") or (p50_r, p50_r)
+    if p50_r < FASTER_P50_RATIO and high < 1.0:
+        return "faster"
+    if p50_r > SLOWER_P50_RATIO and low > 1.0:
+        return "slower"
+    return "same"
+
+
+def accuracy_change(candidate: dict, reference: dict | None) -> str | None:
+    """"drop", "gain" or "same" for the candidate's accuracy against the reference's; None when unknown.
+
+    A change counts only when it leaves the reference's 95% interval (Wilson) and exceeds MAX_ACCURACY_DROP
+    for a drop: a swing the sample size cannot tell apart from noise is not called a drop or a gain.
+    """
+    acc = value(candidate, "metrics", "accuracy")
+    ref_acc = value(reference, "metrics", "accuracy") if reference is not None else None
+    if acc is None or ref_acc is None:
+        return None
+    interval = (reference or {}).get("metrics", {}).get("accuracy_ci95")
+    low, high = interval if isinstance(interval, list) and len(interval) == 2 else (ref_acc, ref_acc)
+    if ref_acc - acc > MAX_ACCURACY_DROP and acc < low:
+        return "drop"
+    if acc > high:
+        return "gain"
+    return "same"
 
 
 def find_reference(measurements: list[dict], reference_label: str | None) -> dict | None:
@@ -91,26 +143,38 @@ def candidate_flags(candidate: dict, reference: dict | None) -> list[dict]:
     size_r, p50_r = rel.get("size_ratio"), rel.get("p50_ratio")
     problems = fidelity_problems(candidate)
 
-    if size_r is not None and p50_r is not None and size_r <= SMALLER_SIZE_RATIO and p50_r >= NOT_FASTER_P50_RATIO:
+    speed = speed_verdict(rel)
+    spread = rel.get("p50_ratio_spread")
+    spread_text = f" (interquartile range over rounds {spread[0]:.2f}-{spread[1]:.2f})" if spread else ""
+    fidelity = candidate.get("fidelity")
+    if isinstance(fidelity, dict) and fidelity.get("error"):
+        flags.append(_flag(label, "output-mismatch",
+                           f"Its outputs cannot be compared with the reference's: {fidelity['error']}."))
+    if size_r is not None and speed is not None and size_r <= SMALLER_SIZE_RATIO and speed != "faster":
         flags.append(_flag(label, "smaller-not-faster",
-                           f"It is {size_r:.2f}x the reference's size but its p50 latency is {p50_r:.2f}x, "
-                           "so the smaller model is not faster here."))
-    if p50_r is not None and p50_r > SLOWER_P50_RATIO:
-        flags.append(_flag(label, "slower", f"Its p50 latency is {p50_r:.2f}x the reference's, so it is slower."))
+                           f"It is {size_r:.2f}x the reference's size but its p50 latency is {p50_r:.2f}x"
+                           f"{spread_text}, so the smaller model is not measurably faster here."))
+    if speed == "slower":
+        flags.append(_flag(label, "slower",
+                           f"Its p50 latency is {p50_r:.2f}x the reference's{spread_text}, so it is slower."))
     if problems:
         flags.append(_flag(label, "fidelity-drop",
                            f"Its outputs drift from the reference ({'; '.join(problems)})."))
-    if problems and p50_r is not None and p50_r < FASTER_P50_RATIO:
+    if problems and speed == "faster":
         flags.append(_flag(label, "faster-but-off",
                            f"It is faster ({p50_r:.2f}x the reference's p50 latency) but not faithful to "
                            "the reference's outputs, so the speed-up is not free."))
-    acc = value(candidate, "metrics", "accuracy")
-    ref_acc = value(reference, "metrics", "accuracy") if reference is not None else None
-    if acc is not None and ref_acc is not None and ref_acc - acc > MAX_ACCURACY_DROP:
+    if accuracy_change(candidate, reference) == "drop":
+        acc, ref_acc = value(candidate, "metrics", "accuracy"), value(reference, "metrics", "accuracy")
         flags.append(_flag(label, "accuracy-drop",
                            f"Its accuracy is {acc:.4f} against the reference's {ref_acc:.4f} "
-                           f"(down {ref_acc - acc:.4f})."))
+                           f"(down {ref_acc - acc:.4f}, outside the reference's 95% interval)."))
     data = candidate.get("data")
+    seen = data.get("seen_by") if isinstance(data, dict) else None
+    if seen:
+        flags.append(_flag(label, "measured-on-seen-data",
+                           f"It was measured on data that {' and '.join(seen)} saw ({data.get('source')}), "
+                           "so the figure is biased in its favour; give --eval-data with separate samples."))
     if problems is not None and isinstance(data, dict) and data.get("generated") is True:
         flags.append(_flag(label, "generated-inputs",
                            "Its fidelity was measured on generated random inputs rather than real data, "

@@ -6,7 +6,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from slimkit.report.flags import FASTER_P50_RATIO, SLOWER_P50_RATIO, SMALLER_SIZE_RATIO, value
+from slimkit.report.flags import SMALLER_SIZE_RATIO, accuracy_change, find_reference, speed_verdict, value
 
 DASH = "–"
 
@@ -118,6 +118,28 @@ def _ratio_cell(r: float | None, good: bool, bad: bool) -> Cell:
     return Cell(fmt_ratio(r), "good" if good else "bad" if bad else "")
 
 
+def _p50_cell(rel: dict) -> Cell:
+    """The latency ratio with its spread over rounds; "no measurable difference" when the spread includes 1.0."""
+    p50_r, spread, verdict = rel.get("p50_ratio"), rel.get("p50_ratio_spread"), speed_verdict(rel)
+    if p50_r is None:
+        return Cell(DASH)
+    text = fmt_ratio(p50_r) + (f" ({spread[0]:.2f}-{spread[1]:.2f})" if spread else "")
+    if verdict == "same" and spread and spread[0] <= 1.0 <= spread[1]:
+        text += " no measurable difference"
+    return Cell(text, "good" if verdict == "faster" else "bad" if verdict == "slower" else "")
+
+
+def _accuracy_cell(m: dict, reference: dict | None) -> Cell:
+    """Accuracy with its 95% interval; red only for a drop the interval can tell from noise."""
+    acc = value(m, "metrics", "accuracy")
+    interval = (m.get("metrics") or {}).get("accuracy_ci95")
+    text = fmt_pct(acc)
+    if acc is not None and isinstance(interval, list) and len(interval) == 2:
+        text += f" ({100 * interval[0]:.1f}-{100 * interval[1]:.1f})"
+    change = accuracy_change(m, reference) if reference is not None else None
+    return Cell(text, "bad" if change == "drop" else "good" if change == "gain" else "")
+
+
 def measurement_rows(report: dict) -> list[dict[str, Cell]]:
     """One dict of cells per measurement, keyed like MEASUREMENT_COLUMNS."""
     reference = report.get("reference")
@@ -128,13 +150,12 @@ def measurement_rows(report: dict) -> list[dict[str, Cell]]:
         label = str(m.get("label") or m.get("model") or "?")
         is_ref = reference is not None and label == reference
         rel = ratios.get(label, {})
-        size_r, p50_r = rel.get("size_ratio"), rel.get("p50_ratio")
+        size_r = rel.get("size_ratio")
         if is_ref:
             size_cell = p50_cell = Cell("ref", "ref")
         else:
             size_cell = _ratio_cell(size_r, size_r is not None and size_r <= SMALLER_SIZE_RATIO, False)
-            p50_cell = _ratio_cell(p50_r, p50_r is not None and p50_r < FASTER_P50_RATIO,
-                                   p50_r is not None and p50_r > SLOWER_P50_RATIO)
+            p50_cell = _p50_cell(rel)
         model_flags = flags.get(label, [])
         rows.append({
             "model": Cell(label, "ref" if is_ref else ""),
@@ -148,7 +169,8 @@ def measurement_rows(report: dict) -> list[dict[str, Cell]]:
             "cosine_min": Cell(fmt_fixed(value(m, "fidelity", "cosine_min"))),
             "max_abs_err": Cell(fmt_sci(value(m, "fidelity", "max_abs_err"))),
             "top1": Cell(fmt_pct(value(m, "fidelity", "top1_agreement"))),
-            "accuracy": Cell(fmt_pct(value(m, "metrics", "accuracy"))),
+            "accuracy": _accuracy_cell(m, None if is_ref else find_reference(report.get("measurements") or [],
+                                                                              reference)),
             "flags": Cell(", ".join(model_flags) if model_flags else DASH, "warn" if model_flags else ""),
         })
     return rows
