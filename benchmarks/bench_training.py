@@ -1,6 +1,6 @@
 """Training-based techniques (issue 5, and issue 4's fine-tuning), one run.
 
-- Deep Compression on the digits MLP 64-300-100-10: archive size vs the fp32 weights, test accuracy.
+- (Deep Compression moved to bench_deep_compression.py: held-out, 3 seeds, --max-drop back-off.)
 - Distillation, Hinton-style: a 64-32-10 student distilled from the trained 64-300-100-10 teacher vs the same
   student trained on labels alone (same engine, epochs, learning rate), 3 seeds, mean and spread of test error.
 - Recovery after structured pruning at 50% MACs: digits CNN (fine-tuned with labels + teacher) and
@@ -27,13 +27,15 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).parent))
+from machine import describe  # noqa: E402
+
 from slimkit.data import text_data  # noqa: E402
 from slimkit.datasets import digits_arrays  # noqa: E402
 from slimkit.evaluate.fidelity import compare_outputs  # noqa: E402
 from slimkit.evaluate.runners import make_runner  # noqa: E402
 from slimkit.models.loading import load  # noqa: E402
 from slimkit.passes.base import Context, get_pass  # noqa: E402
-from slimkit.pipeline import load_recipe, run_pipeline  # noqa: E402
 from slimkit.report.environment import environment  # noqa: E402
 from slimkit.zoo import minilm_path, sentences, small_digits_mlp, trained_digits_model  # noqa: E402
 
@@ -53,18 +55,13 @@ def test_accuracy(model) -> float:
     return float((make_runner(model, 2).run({name: x})[0].argmax(1) == y).mean())
 
 
-def deep_compression() -> dict:
-    teacher = load(trained_digits_model("mlp", CACHE), task="classification")
-    t0 = time.perf_counter()
-    result = run_pipeline(teacher, load_recipe("deep-compression"), ctx())
-    seconds = time.perf_counter() - t0
-    stats = result.steps[-1]["stats"]
-    x, y = digits_arrays("test")
-    acc = float((make_runner(result.model, 2).run({"x": x})[0].argmax(1) == y).mean())
-    return {"archive_bytes": stats["archive_bytes"], "fp32_weight_bytes": stats["fp32_weight_bytes"],
-            "compression": stats["compression_vs_fp32_weights"], "accuracy_original": test_accuracy(teacher),
-            "accuracy_compressed": acc, "sparsity": result.steps[0]["stats"]["sparsity"],
-            "seconds": seconds, "per_tensor": stats["per_tensor"]}
+def val_accuracy(module) -> dict[str, float]:
+    """Accuracy on the "val" split: the one set every student in a comparison picks its best epoch on."""
+    x, y = digits_arrays("val")
+    module.eval()
+    with torch.inference_mode():
+        pred = module(torch.from_numpy(x)).argmax(1).numpy()
+    return {"accuracy": float((pred == y).mean())}
 
 
 def distillation(seeds=(0, 1, 2), epochs: int = 150, lr: float = 3e-3, alpha: float = 0.0) -> dict:
@@ -88,7 +85,8 @@ def distillation(seeds=(0, 1, 2), epochs: int = 150, lr: float = 3e-3, alpha: fl
         def ce(m, batch: TrainBatch):
             return torch.nn.functional.cross_entropy(m(**batch.feed), batch.labels)
 
-        fit(labels_only.module, ce, data, train)
+        # Same treatment as the distilled student: best epoch picked on the same "val" split.
+        fit(labels_only.module, ce, data, train, evaluate=val_accuracy, score_key="accuracy")
         rows.append({"seed": seed, "distilled_error": 1 - test_accuracy(distilled),
                      "labels_only_error": 1 - test_accuracy(labels_only)})
     d = [r["distilled_error"] for r in rows]
@@ -104,7 +102,8 @@ def distillation_few_labels(seeds=(0, 1, 2), fraction: float = 0.1, epochs: int 
     """The semi-supervised case distillation is made for: only `fraction` of the training images have labels.
 
     Labels only: the student trained on the labeled subset (same number of optimizer steps). Distilled: the
-    student learns the teacher's soft targets on every training image, no labels (alpha 0).
+    student learns the teacher's soft targets on every training image, no labels (alpha 0). Both pick their
+    best epoch on the same labelled "val" split, so neither sees more labelled images than the other there.
     """
     from slimkit.data import Batch, Dataset
     from slimkit.models.loading import torch_model_from_module
@@ -119,7 +118,8 @@ def distillation_few_labels(seeds=(0, 1, 2), fraction: float = 0.1, epochs: int 
         torch.manual_seed(seed)
         labels_only = torch_model_from_module(small_digits_mlp(), task="classification")
         fit(labels_only.module, lambda m, b: torch.nn.functional.cross_entropy(m(**b.feed), b.labels), subset,
-            TrainConfig(epochs=int(epochs / fraction), lr=lr, seed=seed))
+            TrainConfig(epochs=int(epochs / fraction), lr=lr, seed=seed), evaluate=val_accuracy,
+            score_key="accuracy")
         torch.manual_seed(seed)
         student = torch_model_from_module(small_digits_mlp(), task="classification")
         unlabeled = Dataset([Batch({"x": x})], "digits train, labels dropped")
@@ -189,7 +189,8 @@ def main() -> int:
     args = parser.parse_args()
     torch.set_num_threads(2)
     result = {"date": time.strftime("%Y-%m-%d"), "environment": environment(2)}
-    for name, fn in (("deep_compression", deep_compression), ("distillation", distillation),
+    print(describe(), flush=True)
+    for name, fn in (("distillation", distillation),
                      ("distillation_few_labels", distillation_few_labels),
                      ("factorize_finetune", factorize_finetune), ("structured_digits", structured_recovery_digits)):
         result[name] = fn()

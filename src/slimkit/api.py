@@ -112,6 +112,14 @@ def optimize(
         elif not targeted:
             raise SlimkitError(f"recipe {recipe_obj.name} has no pass that --min-cosine / --max-drop can steer",
                                "use an accuracy-aware recipe (int8-auto) or one that prunes, clusters or factorizes")
+    if original.task is None and (data is not None or train_data is not None):
+        from slimkit.dataplan import infer_task
+
+        inferred = infer_task(original, train_data if train_data is not None else data, seq_len=seq_len,
+                              shapes=shapes)
+        if inferred:
+            original.task = inferred
+            (progress or (lambda message: None))(f"task: {inferred} (the data has integer labels)")
     uses = frozenset().union(*(step.pass_.data_use() for step in planned), {"select"} if target else set())
     data_plan = plan_data(original, uses, data=data, train_data=train_data, eval_data=eval_data,
                           seq_len=seq_len, shapes=shapes)

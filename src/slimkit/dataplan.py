@@ -59,6 +59,18 @@ def plan_data(
     return DataPlan(train, select, evaluate, uses, split, seen)
 
 
+def infer_task(model: WorkingModel, source: Any, *, seq_len: int = 128,
+               shapes: Mapping[str, Sequence[int]] | None = None) -> str | None:
+    """"classification" when the data carries integer labels, else None (the model's task stays unknown)."""
+    if source is None:
+        return None
+    sample = load_data(source, model, batch_size=64, seq_len=seq_len, shapes=shapes, max_samples=64)
+    if sample.generated or not sample.has_labels:
+        return None
+    labels = sample.arrays()[1]
+    return "classification" if labels is not None and labels.dtype.kind in "iu" and labels.ndim == 1 else None
+
+
 def _split(model: WorkingModel, pool: Any, *, seed: int, seq_len: int,
            shapes: Mapping[str, Sequence[int]] | None) -> tuple[Subset, Subset, dict]:
     whole = load_data(pool, model, batch_size=256, seq_len=seq_len, shapes=shapes, seed=seed)
