@@ -4,13 +4,16 @@ Targets: at K=256, slimkit.algorithms.kmeans1d (init "optimal") is >= 50x faster
 `KMeans(n_clusters=256, n_init=1)` with total inertia <= scikit-learn's, and clusters every weight tensor
 of the model (ndim >= 2, floating point: 40 tensors, 22.7M values) in under 10 s.
 
-scikit-learn needs seconds to minutes per tensor, so it runs once per tensor on a subset: the six weight
-matrices of the chosen encoder layers (4 x 384x384, 384x1536, 1536x384) and, optionally, a random sample
-of the 11.7M-value word embedding; slimkit runs on exactly the same arrays (median of --repeats runs).
+scikit-learn needs seconds per tensor, so both are compared on a subset: the six weight matrices of the
+chosen encoder layers (4 x 384x384, 384x1536, 1536x384) and, optionally, a random sample of the 11.7M-value
+word embedding. Both get the same treatment on exactly the same arrays: --warmup untimed runs each, then
+--repeats timed rounds, interleaved (sklearn then slimkit, slimkit then sklearn on alternate rounds, so
+background load hits both alike); the median is quoted with the min-max spread of both.
 Both inertias are recomputed here the same way, in float64, from each method's centroids and labels.
-scikit-learn uses its default threads (OpenMP, all cores); slimkit runs single-threaded numpy.
+Both run with the same thread limit (--threads, default 1: slimkit's k-means is single-threaded numpy; on a
+shared 2-core VM scikit-learn's default of one OpenMP thread per core was 2x slower than one thread).
 
-    .venv/bin/python benchmarks/bench_kmeans.py [--layers 0] [--embedding-sample 1000000] [--rounds 3]
+    .venv/bin/python benchmarks/bench_kmeans.py [--layers 0] [--embedding-sample 1000000] [--repeats 3]
 """
 
 from __future__ import annotations
@@ -22,6 +25,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+from machine import print_machine
+from threadpoolctl import threadpool_limits
 
 from slimkit.algorithms.kmeans1d import kmeans1d
 from slimkit.report.environment import environment
@@ -48,6 +53,7 @@ def inertia(values: np.ndarray, centroids: np.ndarray, labels: np.ndarray) -> fl
 
 
 def run_sklearn(values: np.ndarray, k: int, seed: int) -> tuple[float, float]:
+    """(seconds, inertia) of one scikit-learn fit."""
     from sklearn.cluster import KMeans
 
     x = values.reshape(-1, 1)
@@ -57,13 +63,29 @@ def run_sklearn(values: np.ndarray, k: int, seed: int) -> tuple[float, float]:
     return seconds, inertia(values, model.cluster_centers_, model.labels_)
 
 
-def run_slimkit(values: np.ndarray, k: int, repeats: int) -> tuple[float, float]:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        centroids, labels, _ = kmeans1d(values, k)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times), inertia(values, centroids, labels)
+def run_slimkit(values: np.ndarray, k: int, seed: int) -> tuple[float, float]:
+    """(seconds, inertia) of one slimkit fit (deterministic: `seed` is unused)."""
+    start = time.perf_counter()
+    centroids, labels, _ = kmeans1d(values, k)
+    seconds = time.perf_counter() - start
+    return seconds, inertia(values, centroids, labels)
+
+
+def time_both(values: np.ndarray, k: int, seed: int, warmup: int, repeats: int) -> dict[str, dict]:
+    """Both methods, same warm-up and repeats, interleaved with alternating order; median and spread."""
+    methods = {"sklearn": run_sklearn, "slimkit": run_slimkit}
+    for _ in range(warmup):
+        for run in methods.values():
+            run(values, k, seed)
+    times: dict[str, list[float]] = {name: [] for name in methods}
+    inertias: dict[str, float] = {}
+    for i in range(repeats):
+        order = list(methods) if i % 2 == 0 else list(reversed(methods))
+        for name in order:
+            seconds, inertias[name] = methods[name](values, k, seed)
+            times[name].append(seconds)
+    return {name: {"median_s": statistics.median(t), "min_s": min(t), "max_s": max(t), "times_s": t,
+                   "inertia": inertias[name]} for name, t in times.items()}
 
 
 def subset(weights: dict[str, np.ndarray], layers: list[int], sample: int,
@@ -77,19 +99,24 @@ def subset(weights: dict[str, np.ndarray], layers: list[int], sample: int,
     return chosen
 
 
-def compare(chosen: dict[str, np.ndarray], k: int, repeats: int, seed: int) -> list[dict]:
+def compare(chosen: dict[str, np.ndarray], k: int, warmup: int, repeats: int, seed: int) -> list[dict]:
     rows = []
-    print(f"{'tensor':58} {'values':>9} {'sklearn s':>10} {'slimkit s':>10} {'speedup':>8} "
-          f"{'inertia sk':>11} {'inertia slim':>12} {'ratio':>7}")
+    print(f"{'tensor':58} {'values':>9} {'sklearn s (min-max)':>22} {'slimkit s (min-max)':>25} "
+          f"{'speedup':>8} {'inertia sk':>11} {'inertia slim':>12} {'ratio':>7}")
     for name, values in chosen.items():
-        sk_s, sk_in = run_sklearn(values, k, seed)
-        sl_s, sl_in = run_slimkit(values, k, repeats)
-        row = {"tensor": name, "shape": list(values.shape), "values": int(values.size), "sklearn_s": sk_s,
-               "slimkit_s": sl_s, "speedup": sk_s / sl_s, "sklearn_inertia": sk_in, "slimkit_inertia": sl_in,
-               "inertia_ratio": sl_in / sk_in}
+        both = time_both(values, k, seed, warmup, repeats)
+        sk, sl = both["sklearn"], both["slimkit"]
+        row = {"tensor": name, "shape": list(values.shape), "values": int(values.size),
+               "sklearn_s": sk["median_s"], "sklearn_min_s": sk["min_s"], "sklearn_max_s": sk["max_s"],
+               "sklearn_times_s": sk["times_s"],
+               "slimkit_s": sl["median_s"], "slimkit_min_s": sl["min_s"], "slimkit_max_s": sl["max_s"],
+               "slimkit_times_s": sl["times_s"],
+               "speedup": sk["median_s"] / sl["median_s"], "sklearn_inertia": sk["inertia"],
+               "slimkit_inertia": sl["inertia"], "inertia_ratio": sl["inertia"] / sk["inertia"]}
         rows.append(row)
-        print(f"{name:58} {values.size:9d} {sk_s:10.3f} {sl_s:10.4f} {row['speedup']:8.1f} "
-              f"{sk_in:11.6g} {sl_in:12.6g} {row['inertia_ratio']:7.4f}", flush=True)
+        print(f"{name:58} {values.size:9d} {sk['median_s']:7.3f} ({sk['min_s']:.3f}-{sk['max_s']:.3f}) "
+              f"{sl['median_s']:9.4f} ({sl['min_s']:.4f}-{sl['max_s']:.4f}) {row['speedup']:8.1f} "
+              f"{sk['inertia']:11.6g} {sl['inertia']:12.6g} {row['inertia_ratio']:7.4f}", flush=True)
     return rows
 
 
@@ -112,15 +139,22 @@ def main() -> int:
     parser.add_argument("--layers", type=int, nargs="*", default=[0])
     parser.add_argument("--embedding-sample", type=int, default=1_000_000,
                         help="random word-embedding values to add to the comparison (0: none)")
-    parser.add_argument("--repeats", type=int, default=3, help="slimkit runs per tensor (median)")
+    parser.add_argument("--warmup", type=int, default=1, help="untimed runs of each method per tensor")
+    parser.add_argument("--repeats", type=int, default=3, help="timed runs of each method per tensor (median)")
     parser.add_argument("--rounds", type=int, default=3, help="whole-model passes (median)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="thread limit (OpenMP/BLAS) for both methods in the comparison; 0: library defaults")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="benchmarks/out/kmeans.json")
     args = parser.parse_args()
 
+    machine = print_machine()
+    print(f"warm-up {args.warmup} + {args.repeats} timed runs per method and tensor, interleaved; "
+          f"median (min-max); threads {args.threads or 'library defaults'} for both", flush=True)
     weights = load_weights()
     chosen = subset(weights, args.layers, args.embedding_sample, args.seed)
-    rows = compare(chosen, args.k, args.repeats, args.seed)
+    with threadpool_limits(args.threads or None):
+        rows = compare(chosen, args.k, args.warmup, args.repeats, args.seed)
     sk_total, sl_total = sum(r["sklearn_s"] for r in rows), sum(r["slimkit_s"] for r in rows)
     summary = {
         "speedup_total": sk_total / sl_total,
@@ -132,12 +166,13 @@ def main() -> int:
         "sklearn_seconds": sk_total, "slimkit_seconds": sl_total,
     }
     model = whole_model(weights, args.k, args.rounds)
-    out = {"environment": environment(1), "date": time.strftime("%Y-%m-%d"), "k": args.k,
+    out = {"environment": environment(args.threads or None), "machine": machine, "date": time.strftime("%Y-%m-%d"), "k": args.k,
            "subset": rows, "summary": summary, "whole_model": model, "args": vars(args)}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(out, indent=2, default=str))
 
-    print(f"\nsubset ({len(rows)} tensors): sklearn {sk_total:.1f} s, slimkit {sl_total:.3f} s; speedup "
+    print(f"\nsubset ({len(rows)} tensors, sums of per-tensor medians): sklearn {sk_total:.1f} s, "
+          f"slimkit {sl_total:.3f} s; speedup "
           f"{summary['speedup_total']:.0f}x total (sum/sum), {summary['speedup_median']:.0f}x median per "
           f"tensor, {summary['speedup_min']:.0f}x worst; inertia slimkit/sklearn "
           f"{summary['inertia_ratio_total']:.4f} total, "

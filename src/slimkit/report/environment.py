@@ -17,6 +17,8 @@ PACKAGES = (
 )
 # Instruction sets that decide whether int8 kernels beat fp32 ones on x86.
 INT8_CPU_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_tile")
+# What a report records: the int8 ones plus AMX's int8/bf16 units and AVX-512 bf16 (fast bf16 matmuls).
+CPU_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_tile", "amx_int8", "amx_bf16")
 
 _CPUINFO = Path("/proc/cpuinfo")
 
@@ -28,8 +30,12 @@ def read_cpuinfo(path: Path = _CPUINFO) -> str:
         return ""
 
 
-def parse_cpuinfo(text: str) -> tuple[str | None, dict[str, bool] | None]:
-    """CPU model name and the int8-relevant flags from /proc/cpuinfo text (None where not listed)."""
+def parse_cpuinfo(text: str,
+                  names: tuple[str, ...] = INT8_CPU_FLAGS) -> tuple[str | None, dict[str, bool] | None]:
+    """CPU model name and the flags `names` (default: the int8-relevant ones) from /proc/cpuinfo text.
+
+    None where not listed.
+    """
     model = None
     flags = None
     for line in text.splitlines():
@@ -41,7 +47,7 @@ def parse_cpuinfo(text: str) -> tuple[str | None, dict[str, bool] | None]:
             model = value.strip() or None
         elif key == "flags" and flags is None:
             present = set(value.split())
-            flags = {name: name in present for name in INT8_CPU_FLAGS}
+            flags = {name: name in present for name in names}
         if model is not None and flags is not None:
             break
     return model, flags
@@ -58,14 +64,21 @@ def package_versions(names: tuple[str, ...] = PACKAGES) -> dict[str, str]:
     return versions
 
 
+def cpu_summary() -> dict:
+    """The CPU model, its int8/bf16-relevant flags (None where /proc/cpuinfo is missing) and logical cores."""
+    model, flags = parse_cpuinfo(read_cpuinfo(), CPU_FLAGS)
+    return {"cpu_model": model or platform.processor() or None, "logical_cores": os.cpu_count(),
+            "cpu_flags": flags}
+
+
 def environment(threads: int) -> dict:
     """The machine and library versions a measurement ran on, as a JSON-ready dict."""
-    model, flags = parse_cpuinfo(read_cpuinfo())
+    cpu = cpu_summary()
     return {
-        "cpu_model": model or platform.processor() or None,
-        "logical_cores": os.cpu_count(),
+        "cpu_model": cpu["cpu_model"],
+        "logical_cores": cpu["logical_cores"],
         "threads": threads,
-        "cpu_flags": flags,
+        "cpu_flags": cpu["cpu_flags"],
         "python": platform.python_version(),
         "platform": platform.platform(),
         "packages": package_versions(),
