@@ -195,21 +195,28 @@ def test_recurrent_layers_export_and_report_whether_the_batch_is_dynamic(kind, t
     assert err <= TOL, err
 
 
-# Allowed accuracy drop without fine-tuning; SVD at half the parameters is lossy on a net this small
-# (rank 4 for the 512 -> 10 output layer) and pruning half the weights may be too.
-_DROP = {"int8-dynamic": 0.05, "fp16": 0.02, "cluster-16": 0.05, "svd-ratio-0.5": 0.9, "prune-50": 0.9}
+# Allowed accuracy drop (on the 96 test samples one sample is 0.0104) and lowest mean output cosine to the
+# original, without fine-tuning. Measured on nine trainings of this MLP (this fixture and Keras seeds 0-4):
+# int8-dynamic and fp16 never changed a prediction (cosine >= 0.99998 and >= 1 - 1.2e-8), cluster-16 lost at
+# most 1 sample (cosine >= 0.9992), svd-ratio-0.5 at most 4, this fixture's model (cosine >= 0.9967),
+# prune-50 at most 2 (cosine >= 0.956). Broken recipes fail these: int4 weights in place of int8 (cosine
+# 0.9992), weights rounded to bf16 in place of fp16 (1 - 4.5e-7), 4 clusters (0.991), SVD at 15% of the
+# parameters (-17 points), pruning the largest or random weights (-85 / -21 points).
+_BOUNDS = {"int8-dynamic": (0.021, 0.9995), "fp16": (0.005, 0.9999999), "cluster-16": (0.025, 0.995),
+           "svd-ratio-0.5": (0.08, 0.99), "prune-50": (0.05, 0.9)}
 
 
-@pytest.mark.parametrize("recipe", list(_DROP))
+@pytest.mark.parametrize("recipe", list(_BOUNDS))
 def test_recipes_on_keras_model_report_accuracy(work, recipe):
     # The MLP (.keras) rather than the CNN: eager Keras convolutions on the torch backend are slow to measure.
-    if recipe not in builtin_recipes():
-        pytest.skip(f"recipe {recipe} is not built in")
+    assert recipe in builtin_recipes(), f"built-in recipe {recipe} is missing"
+    max_drop, min_cosine = _BOUNDS[recipe]
     result = optimize(work["root"] / "mlp.keras", recipe, data=str(work["root"] / "mlp.npz"), max_eval_samples=96)
     original, optimized = result.measurements
     assert original.metrics.get("accuracy", 0) > 0.85, original.metrics
     assert "accuracy" in optimized.metrics, optimized.metrics
-    assert optimized.metrics["accuracy"] >= original.metrics["accuracy"] - _DROP[recipe], optimized.metrics
+    assert optimized.metrics["accuracy"] >= original.metrics["accuracy"] - max_drop, optimized.metrics
+    assert optimized.fidelity["cosine_mean"] >= min_cosine, optimized.fidelity
     assert result.report["measurements"][1]["metrics"]["accuracy"] == optimized.metrics["accuracy"]
     assert any(step["pass"] == "to-onnx" and step["stats"].get("exporter") for step in result.steps)
     for step in result.steps:  # every compression pass really changed something
