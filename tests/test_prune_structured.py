@@ -17,9 +17,13 @@ from slimkit.models.loading import load
 from slimkit.passes.base import Context, get_pass
 from slimkit.pipeline import load_recipe, run_pipeline
 from slimkit.pruning import count_macs, prune_structured
-from slimkit.zoo import digits_accuracy, minilm_path
+from slimkit.zoo import digits_accuracy, minilm_path, sentences
 
 transformers = pytest.importorskip("transformers")
+
+
+def row_cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return (a * b).sum(-1) / (np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1))
 
 
 def ort_run(path, feed: dict) -> list[np.ndarray]:
@@ -51,7 +55,11 @@ def test_digits_cnn_channels_pass_shrinks_and_exports(digits_cnn, tmp_path):
     kept = {x["layer"]: (x["kept"], x["total"]) for x in stats["per_layer"]}
     assert kept["features.0"] == (16, 32) and "head.3" not in kept
     acc_after = digits_accuracy(pruned, image=True)
-    assert 0.1 < acc_after <= 1.0 and acc_before > 0.9  # runs and still predicts 10 classes (no fine-tuning yet)
+    # Without fine-tuning, half the channels by L2 norm keep 0.87 (this seed-0 CNN; 0.88 / 0.83 for seeds 1 / 2).
+    # Plausible bugs measured on the same three CNNs: dropping the largest-norm channels 0.10-0.16, BN stats
+    # left on the wrong channels 0.25-0.50, BN stats reset 0.09-0.36, the next conv's input channels
+    # misaligned 0.07-0.28.
+    assert 0.7 < acc_after <= 1.0 and acc_before > 0.95, (acc_before, acc_after)
 
     onnx_model = run_pipeline(result.model, load_recipe("onnx"), Context(workdir=tmp_path / "onnx")).model
     feed = {"image": np.random.default_rng(0).standard_normal((4, 1, 8, 8)).astype(np.float32)}
@@ -249,5 +257,13 @@ def test_minilm_half_macs_keeps_embedding_dim_and_exports(tmp_path):
     with torch.no_grad():
         original = model.module(**{k: torch.as_tensor(v) for k, v in feed.items()}).numpy()
     assert pruned.shape == original.shape and pruned.shape[-1] == 384
-    cos = float((pruned * original).sum(-1).mean() / (np.linalg.norm(pruned, axis=-1) * np.linalg.norm(original, axis=-1)).mean())
-    assert cos > 0.3  # still related to the original embedding without any fine-tuning
+    # Still related to the original embeddings without any fine-tuning: measured 0.68 on the example and
+    # 0.52 mean over 32 real sentences. Units misaligned after pruning (attention output, FFN down projection
+    # or value rows paired with the wrong units) give at most 0.38 on the example and 0.25 on the sentences.
+    assert float(row_cosines(pruned, original).mean()) > 0.55
+    tokenizer = transformers.AutoTokenizer.from_pretrained(str(minilm_path()))
+    enc = tokenizer(sentences("eval", 32), padding=True, truncation=True, max_length=64, return_tensors="pt")
+    batch = {k: enc[k] for k in model.input_names}
+    with torch.no_grad():
+        cos = row_cosines(result.model.module(**batch).numpy(), model.module(**batch).numpy())
+    assert float(cos.mean()) > 0.42, cos
