@@ -13,7 +13,9 @@ trained on the sklearn digits train split (NHWC) and saved as `.h5`. slimkit the
 - `prune-50` (50% magnitude pruning, bit mask + values in the file, no fine-tuning);
 - back to `.keras` after `cluster` (k=16) and `prune` (50%) on the PyTorch form (pass `to-keras`).
 
-Each artifact: file size and ratio to the fp32 ONNX file, p50 latency at batch 1 on its own runtime
+Each artifact: file size and its ratio to the fp32 ONNX file, to the `.h5` file on disk (what the user
+starts from: weights, optimizer state and model config) and to the fp32 parameter bytes (params x 4 B, what
+slimkit's report counts as the Keras model's size), p50 latency at batch 1 on its own runtime
 (ONNX Runtime / LiteRT, 2 threads, interleaved rounds), test accuracy on the digits test split.
 The eager Keras model is not timed (Python overhead per layer makes it meaningless).
 
@@ -34,6 +36,7 @@ os.environ.setdefault("KERAS_BACKEND", "torch")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import numpy as np  # noqa: E402
+from machine import print_machine  # noqa: E402
 
 from slimkit.api import convert, optimize  # noqa: E402
 from slimkit.datasets import digits_arrays  # noqa: E402
@@ -50,11 +53,12 @@ def nhwc(x: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(x.transpose(0, 2, 3, 1))
 
 
-def train_cnn(path: Path, epochs: int):
+def train_cnn(path: Path, epochs: int, split: str = "train"):
+    """The CNN trained on the digits `split` ("train", or "fit" to keep "val" out of it), saved to `path`."""
     keras = import_keras()
     layers = keras.layers
     keras.utils.set_random_seed(0)
-    x, y = digits_arrays("train", image=True)
+    x, y = digits_arrays(split, image=True)
     image = keras.Input((8, 8, 1), name="image")
     h = layers.Conv2D(16, 3, padding="same", activation="relu")(image)
     h = layers.BatchNormalization()(h)
@@ -96,6 +100,7 @@ def main() -> int:
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--out", default=str(Path(__file__).parent / "out" / "keras.json"))
     args = parser.parse_args()
+    print_machine()
     started = time.time()
     work = Path(tempfile.mkdtemp(prefix="bench-keras-"))
     h5 = work / "cnn.h5"
@@ -104,7 +109,10 @@ def main() -> int:
     x_test = nhwc(x_test)
     np.savez(work / "test.npz", image=x_test, labels=y_test)
     keras_accuracy = float((keras_model.predict(x_test, verbose=0).argmax(1) == y_test).mean())
-    print(f"Keras CNN: {keras_model.count_params()} params, test accuracy {keras_accuracy:.4f}", flush=True)
+    h5_bytes = h5.stat().st_size
+    param_bytes = 4 * int(keras_model.count_params())  # every weight is fp32
+    print(f"Keras CNN: {keras_model.count_params()} params ({param_bytes} B fp32), .h5 file {h5_bytes} B, "
+          f"test accuracy {keras_accuracy:.4f}", flush=True)
 
     artifacts: dict = {}
     notes: dict = {}
@@ -153,6 +161,7 @@ def main() -> int:
             reloaded = import_keras().models.load_model(saved.stats["path"], compile=False)
             keras_files[label] = {
                 "layers_changed": changed.stats.get("layers"), "file_bytes": saved.stats["file_bytes"],
+                "ratio_to_h5_file": round(saved.stats["file_bytes"] / h5_bytes, 4),
                 "kernel_sparsity": saved.stats["kernel_sparsity"],
                 "max_distinct_per_kernel": saved.stats["max_distinct_per_kernel"],
                 "max_abs_diff_reloaded": saved.stats["max_abs_diff_reloaded"],
@@ -172,6 +181,8 @@ def main() -> int:
         size = model.size_bytes()
         row = {"artifact": label, "how": item["how"], "runtime": "LiteRT" if "TFLite" in label else "ONNX Runtime",
                "file_bytes": size, "ratio_to_fp32_onnx": round(size / base, 4) if base else None,
+               "ratio_to_h5_file": round(size / h5_bytes, 4),
+               "ratio_to_fp32_param_bytes": round(size / param_bytes, 4),
                "latency_p50_ms": round(latency[label], 4), "accuracy": accuracy(model, x_test, y_test, "image"),
                "seconds_to_make": item["seconds_to_make"]}
         rows.append(row)
@@ -179,7 +190,7 @@ def main() -> int:
     result = {
         "benchmark": "keras", "model": "Keras 3 CNN on digits (.h5), torch backend",
         "params": int(keras_model.count_params()), "keras_accuracy": keras_accuracy,
-        "source_h5_bytes": h5.stat().st_size,
+        "source_h5_bytes": h5_bytes, "fp32_param_bytes": param_bytes,
         "test_samples": len(y_test), "threads": 2, "batch": 1, "rounds": args.rounds,
         "artifacts": rows, "keras_files": keras_files, "failed": notes,
         "environment": environment(2), "seconds": round(time.time() - started, 1),
