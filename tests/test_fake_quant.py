@@ -22,6 +22,7 @@ from slimkit.models.base import OnnxModel, TorchModel
 from slimkit.models.loading import load
 from slimkit.passes.base import Context, get_pass
 from slimkit.passes.fake_quant import FakeQuantizer, FakeQuantLayer, fake_quantize_module
+from slimkit.passes.quantize import cpu_has_vnni
 
 LAYERS = {"mlp": ["net.0", "net.2", "net.4"], "cnn": ["features.0", "features.3", "head.1", "head.3"]}
 
@@ -262,6 +263,11 @@ def test_export_to_onnx_qdq_runs_in_ort_and_matches(digits, config, exporter, tm
         assert (got.argmax(1) == expected.argmax(1)).mean() >= 0.99
         if not config.get("activations"):
             assert row_diff.max() < 1e-4
+        elif qdq_fusion and not cpu_has_vnni():
+            # Without VNNI, ORT's fused u8*s8 kernels (AVX2 vpmaddubsw) saturate int16 pair sums with full
+            # 8-bit weights, so the int8 path is not bit-faithful to the simulation (the int8 passes use
+            # reduce_range there for this reason); only the predicted classes are checked on such CPUs.
+            assert row_diff.max() < 10.0
         else:
             # An activation rounded on a float result: a last-bit difference between torch's and ORT's
             # GEMMs moves the rare value sitting on a rounding boundary by one step. Such rows are few.
