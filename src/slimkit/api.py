@@ -191,8 +191,15 @@ def _build(outcome: OptimizeResult, threads: int, data_plan: dict | None = None)
     from slimkit.report import build_report
 
     measured = [m.as_dict() for m in outcome.measurements]
+    notes = []
+    if data_plan and data_plan.get("split"):
+        split = data_plan["split"]
+        notes.append(f"{split['source']} was split ({'stratified, ' if split['stratified'] else ''}seed "
+                     f"{split['seed']}): {split['train']} samples to train on, {split['validation']} to pick the "
+                     "best epoch on; the reported figures come from " + str(data_plan.get("evaluate")))
     return build_report(
         data=data_plan,
+        notes=notes,
         command="optimize",
         input_model={"model": outcome.original.source, "kind": str(outcome.original.kind),
                      "size_bytes": outcome.original.size_bytes()},
