@@ -172,6 +172,9 @@ class _Judge:
         if target.max_drop is not None and not self.evaluator.dataset.has_labels:
             raise SlimkitError("--max-drop needs labelled validation data", "give labels, or use --min-cosine")
         self.reference = self.evaluator.measure(original, latency=False)
+        if target.max_drop is not None and "accuracy" not in self.reference.metrics:
+            raise SlimkitError("--max-drop needs a classifier (class scores and integer labels)",
+                               "use --min-cosine for other outputs, or pass --task classification")
 
     def score(self, model: WorkingModel) -> dict[str, Any]:
         m = self.evaluator.measure(model, latency=False)
