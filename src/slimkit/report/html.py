@@ -231,7 +231,7 @@ def _environment(env: dict) -> str:
     if isinstance(flags, dict):
         badges = "".join(f"<span class='badge {'yes' if on else 'no'}'>{esc(name)} {'✓' if on else '✗'}</span>"
                          for name, on in flags.items())
-        rows += f"<tr><th>int8 cpu flags</th><td>{badges}</td></tr>"
+        rows += f"<tr><th>int8 / bf16 cpu flags</th><td>{badges}</td></tr>"
     for name, version in (env.get("packages") or {}).items():
         rows += f"<tr><th>{esc(name)}</th><td class='mono'>{esc(version)}</td></tr>"
     return f'<table class="kv">{rows}</table>'
