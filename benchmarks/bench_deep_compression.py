@@ -102,9 +102,9 @@ def train_user_model(folder: Path) -> float:
 
 def archive_accuracy(path: Path, x: np.ndarray, y: np.ndarray) -> float:
     """Accuracy of the model restored from the .slim archive (as a user would deploy it)."""
-    model = slimkit.load(str(path))
-    name = model.input_specs[0].name
-    return float((make_runner(model, 2).run({name: x})[0].argmax(1) == y).mean())
+    runner = make_runner(slimkit.load(str(path)), 2)
+    name = runner.input_specs[0].name
+    return float((runner.run({name: x})[0].argmax(1) == y).mean())
 
 
 def summary(run: dict) -> dict:
@@ -172,7 +172,7 @@ def main() -> int:
     args = parser.parse_args()
     torch.set_num_threads(2)
     result = {"date": time.strftime("%Y-%m-%d"), "machine": print_machine(), "rows": []}
-    for max_drop in (None, args.max_drop):
+    for max_drop in (args.max_drop, None):
         rows = [user_case(max_drop)] + [zoo_case(seed, max_drop) for seed in args.seeds]
         for row in rows:
             print(json.dumps({k: v for k, v in row.items() if k not in ("validation", "data")}, default=str),
