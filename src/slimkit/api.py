@@ -13,7 +13,7 @@ from typing import Any
 from slimkit.artifacts import publish_files, staged_folder, write_artifact
 from slimkit.dataplan import plan_data
 from slimkit.errors import SlimkitError
-from slimkit.evaluate.measure import Evaluator, Measurement
+from slimkit.evaluate.measure import Evaluator, Measurement, check_run_options
 from slimkit.models.base import WorkingModel
 from slimkit.models.loading import load
 from slimkit.passes.base import Context
@@ -89,6 +89,7 @@ def optimize(
     `max_eval_samples` caps it.
     """
     check_run_options(threads=threads, batch_size=batch_size)
+    say = progress or (lambda message: None)
     original = _resolve_model(model, example_inputs=example_inputs, weights=weights, task=task, shapes=shapes,
                               data=data if data is not None else train_data)
     recipe_obj = load_recipe(recipe)
@@ -119,7 +120,7 @@ def optimize(
                               shapes=shapes)
         if inferred:
             original.task = inferred
-            (progress or (lambda message: None))(f"task: {inferred} (the data has integer labels)")
+            say(f"task: {inferred} (the data has integer labels)")
     uses = frozenset().union(*(step.pass_.data_use() for step in planned), {"select"} if target else set())
     data_plan = plan_data(original, uses, data=data, train_data=train_data, eval_data=eval_data,
                           seq_len=seq_len, shapes=shapes)
@@ -129,7 +130,6 @@ def optimize(
         check_not_input(Path(output), original.files())
     if resume and checkpoint_dir is None:
         raise SlimkitError("resume needs the checkpoint folder of the interrupted run", "pass --checkpoint-dir")
-    say = progress or (lambda message: None)
     # Pass outputs live in a scratch folder kept as long as the resulting model object lives.
     workdir = make_scratch("slimkit-work-")
     if data_plan.split:
@@ -177,14 +177,6 @@ def targets_missed(report: dict) -> list[str]:
     """Shortfalls of accuracy-aware passes whose target could not be met (best effort was kept)."""
     return [f"{p['pass']}: {p['stats'].get('shortfall', 'target not met')}" for p in report.get("passes") or []
             if isinstance(p.get("stats"), dict) and p["stats"].get("target_met") is False]
-
-
-def check_run_options(*, threads: int, batch_size: int = 1) -> None:
-    """Refuse nonsense run options before any work (not after the passes have run)."""
-    if not isinstance(threads, int) or threads < 1:
-        raise SlimkitError(f"--threads {threads} is not a thread count", "give 1 or more")
-    if not isinstance(batch_size, int) or batch_size < 1:
-        raise SlimkitError(f"--batch-size {batch_size} is not a batch size", "give 1 or more")
 
 
 def _build(outcome: OptimizeResult, threads: int, data_plan: dict | None = None) -> dict:

@@ -87,7 +87,9 @@ class Dataset:
             return self
         n = self.num_samples
         keep = n if not max_samples else min(n, max_samples)
-        if keep == n and (batch_size is None or all(b.size == batch_size for b in self.batches[:-1])):
+        batched = batch_size is None or (all(b.size == batch_size for b in self.batches[:-1])
+                                         and self.batches[-1].size <= batch_size)
+        if keep == n and batched:
             return self
         return self.take(np.arange(keep), batch_size=batch_size)
 

@@ -15,6 +15,7 @@ from typing import Any
 
 from slimkit.artifacts import staged_folder, write_artifact
 from slimkit.data import text_data
+from slimkit.dataplan import DataPlan
 from slimkit.errors import MissingExtraError
 from slimkit.evaluate.measure import Evaluator
 from slimkit.models.loading import load
@@ -25,8 +26,8 @@ from slimkit.zoo import minilm_path, sentences, trained_digits_model
 
 # Three disjoint digits sets: training learns from "fit", picks its best epoch and calibrates on "val", and
 # every reported figure is measured on "test", which nothing saw before.
-DIGITS_DATA = {"train": "sklearn:digits:fit", "select": "sklearn:digits:val", "evaluate": "sklearn:digits:test",
-               "uses": ["calibrate", "select", "train"]}
+DIGITS_DATA = DataPlan(train="sklearn:digits:fit", select="sklearn:digits:val", evaluate="sklearn:digits:test",
+                       uses=frozenset({"train", "select", "calibrate"}))
 
 
 def cache_dir() -> Path:
@@ -49,10 +50,10 @@ def run_demo(output: Path, *, threads: int = 2, include_minilm: bool = True, con
             artifacts = _convert_all(torch_model, ctx, tflite=True, notes=notes)
             say(f"digits {name}: compressing")
             artifacts.update(_compress_digits(name, torch_model, artifacts["onnx"].model, ctx))
-            evaluator = Evaluator("sklearn:digits:test", reference=torch_model, threads=threads, batch_size=1,
+            evaluator = Evaluator(DIGITS_DATA.evaluate, reference=torch_model, threads=threads, batch_size=1,
                                   round_seconds=0.05, round_runs=20)
             reports.append(_measure_and_save(f"digits-{name}", torch_model, artifacts, evaluator, stage, threads, say,
-                                             data=DIGITS_DATA))
+                                             data=DIGITS_DATA.as_dict()))
         if include_minilm:
             folder = minilm_path()
             if folder is None:
@@ -70,7 +71,7 @@ def run_demo(output: Path, *, threads: int = 2, include_minilm: bool = True, con
                 evaluator = Evaluator(data, reference=torch_model, threads=threads, batch_size=1,
                                       round_seconds=0.1, round_runs=5)
                 reports.append(_measure_and_save("all-MiniLM-L6-v2", torch_model, artifacts, evaluator, stage,
-                                                 threads, say, data={"evaluate": data.source, "uses": []}))
+                                                 threads, say, data=DataPlan(None, None, data).as_dict()))
         combined = {"schema": "slimkit.demo/1", "reports": reports, "notes": notes}
         _write_combined(stage, combined)
         import shutil
@@ -106,7 +107,7 @@ def _compress_digits(name: str, torch_model, onnx_model, ctx: Context) -> dict:
     """The compression techniques that suit each digits model, trained on the train split where they train."""
     from dataclasses import replace
 
-    train_ctx = replace(ctx, workdir=ctx.workdir, train_data=DIGITS_DATA["train"], data=DIGITS_DATA["select"])
+    train_ctx = replace(ctx, workdir=ctx.workdir, train_data=DIGITS_DATA.train, data=DIGITS_DATA.select)
     out = {"int8-static": run_pipeline(onnx_model, load_recipe("int8-static"), train_ctx)}
     if name == "mlp":
         out["cluster-16"] = run_pipeline(onnx_model, load_recipe("cluster-16"), ctx)

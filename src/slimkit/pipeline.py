@@ -231,8 +231,9 @@ def _run_step(step: PlannedStep, pass_: Pass, model: WorkingModel, ctx: Context)
 
 def _back_off(step: PlannedStep, model: WorkingModel, ctx: Context, judge: _Judge, result, record):
     pass_ = step.pass_
+    ladder = tuple(pass_.relaxed() or {})  # the config keys this pass's back-off changes
     score = judge.score(result.model)
-    attempts = [{"config": _ladder_keys(pass_), "seconds": record["seconds"], **score}]
+    attempts = [{"config": _ladder_values(pass_, ladder), "seconds": record["seconds"], **score}]
     seconds = record["seconds"]
     while not score["meets"] and (change := pass_.relaxed()) is not None:
         pass_ = type(pass_)({**pass_.config.model_dump(), **change})
@@ -244,7 +245,7 @@ def _back_off(step: PlannedStep, model: WorkingModel, ctx: Context, judge: _Judg
         result, record = _run_step(step, pass_, model, attempt_ctx)
         seconds += record["seconds"]
         score = judge.score(result.model)
-        attempts.append({"config": _ladder_keys(pass_), "seconds": record["seconds"], **score})
+        attempts.append({"config": _ladder_values(pass_, ladder), "seconds": record["seconds"], **score})
     record["seconds"] = round(seconds, 3)
     stats = dict(record["stats"]) if isinstance(record["stats"], dict) else {"result": record["stats"]}
     stats["backoff"] = {"target": {"max_drop": judge.target.max_drop, "min_cosine": judge.target.min_cosine},
@@ -259,9 +260,7 @@ def _back_off(step: PlannedStep, model: WorkingModel, ctx: Context, judge: _Judg
     return result, record
 
 
-def _ladder_keys(pass_: Pass) -> dict[str, Any]:
-    """The config keys the pass's back-off ladder changes, with their current values."""
-    probe = pass_.relaxed() or {}
-    keys = probe.keys() or ("sparsity", "k", "ratio", "energy", "rank", "target_flop_reduction")
+def _ladder_values(pass_: Pass, keys: tuple[str, ...]) -> dict[str, Any]:
+    """The pass's current values of the config keys its back-off ladder changes."""
     dumped = pass_.config.model_dump(mode="json")
-    return {k: dumped[k] for k in keys if k in dumped}
+    return {k: dumped[k] for k in keys}

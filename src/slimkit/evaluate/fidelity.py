@@ -29,8 +29,7 @@ def compare_outputs(
     ref = np.concatenate([r.reshape(r.shape[0], -1) if r.ndim else r.reshape(1, 1) for r in references])
     cand = np.concatenate([c.reshape(c.shape[0], -1) if c.ndim else c.reshape(1, 1) for c in candidates])
     if ref.shape != cand.shape:
-        return {"error": f"output shapes differ: reference {list(ref.shape)} vs candidate {list(cand.shape)}",
-                "mismatch": True}
+        return {"error": f"output shapes differ: reference {list(ref.shape)} vs candidate {list(cand.shape)}"}
     cos = rowwise_cosine(ref, cand)
     diff = np.abs(ref.astype(np.float64) - cand.astype(np.float64))
     result = {

@@ -54,6 +54,14 @@ class Measurement:
         }
 
 
+def check_run_options(*, threads: int, batch_size: int = 1) -> None:
+    """Refuse nonsense run options; the API calls this before any work, not after the passes have run."""
+    if not isinstance(threads, int) or threads < 1:
+        raise SlimkitError(f"--threads {threads} is not a thread count", "give 1 or more")
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise SlimkitError(f"--batch-size {batch_size} is not a batch size", "give 1 or more")
+
+
 # Unlabelled data only serves fidelity (cosine to the reference): this many samples are plenty and keep
 # transformer comparisons quick. Labelled data is evaluated whole, so an accuracy is never cut to a sample.
 FIDELITY_SAMPLES = 256
@@ -82,10 +90,7 @@ class Evaluator:
         round_seconds: float = 0.1,
         warmup: int = 5,
     ) -> None:
-        if threads < 1:
-            raise SlimkitError(f"--threads {threads} is not a thread count", "give 1 or more")
-        if batch_size < 1:
-            raise SlimkitError(f"--batch-size {batch_size} is not a batch size", "give 1 or more")
+        check_run_options(threads=threads, batch_size=batch_size)
         self.threads = threads
         self.batch_size = batch_size
         self.latency_rounds = latency_rounds

@@ -339,22 +339,14 @@ class FakeQuant(Pass):
 
 def _calibration_batches(model: TorchModel, ctx: Context, cfg: FakeQuantConfig) -> list:
     """Up to `calibration_samples` samples of ctx.data, in batches of 32."""
-    from slimkit.data import Dataset, load_data
+    from slimkit.data import load_data
 
     if ctx.data is None:
         raise SlimkitError("fake-quant with activations: true needs calibration data",
                            "pass data (e.g. --data sklearn:digits or an .npz file), or set activations: false")
     data = load_data(ctx.data, model, batch_size=_CALIBRATION_BATCH, seq_len=ctx.seq_len, shapes=ctx.shapes,
-                     max_samples=cfg.calibration_samples)
-    if isinstance(ctx.data, Dataset):
-        data = data.rebatch(_CALIBRATION_BATCH)
-    batches, left = [], cfg.calibration_samples
-    for batch in data:
-        if left <= 0:
-            break
-        batches.append({k: v[:left] for k, v in batch.feed.items()})
-        left -= batch.size
-    return batches
+                     max_samples=cfg.calibration_samples)  # any source, Datasets too: capped and re-batched
+    return [batch.feed for batch in data]
 
 
 __all__ = ["FakeQuant", "FakeQuantConfig", "FakeQuantLayer", "FakeQuantizer", "fake_quantize_module",

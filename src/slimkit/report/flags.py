@@ -52,8 +52,8 @@ def _rounds(measurement: dict) -> list[float] | None:
     rounds = (measurement.get("latency_ms") or {}).get("p50_rounds") if isinstance(measurement, dict) else None
     if not isinstance(rounds, list) or not rounds:
         return None
-    numbers = [value({"v": r}, "v") for r in rounds]
-    return None if any(n is None for n in numbers) else [float(n) for n in numbers]  # type: ignore[arg-type]
+    finite = all(isinstance(r, numbers.Real) and not isinstance(r, bool) and math.isfinite(r) for r in rounds)
+    return [float(r) for r in rounds] if finite else None
 
 
 def ratios(candidate: dict, reference: dict) -> dict[str, Any]:
