@@ -236,7 +236,8 @@ def test_fp16_tflite_halves_the_file_and_keeps_accuracy(converted, tmp_path):
     stats = result.steps[-1]["stats"]
     assert stats["precision"] == "fp16"
     assert model.size_bytes() < 0.6 * stats["fp32_bytes"]
-    original, fp16 = result.measurements
+    original, plain, fp16 = result.measurements  # fp16 TFLite is judged against the plain fp32 TFLite
+    assert plain.label == "plain tflite" and fp16.baseline == "plain tflite"
     assert fp16.runtime == "litert"
     assert fp16.fidelity["cosine_min"] > 0.999
     assert fp16.metrics["accuracy"] >= original.metrics["accuracy"] - 0.01

@@ -212,19 +212,20 @@ def test_recipes_on_keras_model_report_accuracy(work, recipe):
     assert recipe in builtin_recipes(), f"built-in recipe {recipe} is missing"
     max_drop, min_cosine = _BOUNDS[recipe]
     result = optimize(work["root"] / "mlp.keras", recipe, data=str(work["root"] / "mlp.npz"), max_eval_samples=96)
-    original, optimized = result.measurements
+    original, baseline, optimized = result.measurements  # a Keras model runs in PyTorch: ONNX gets a baseline
+    assert baseline.label == "plain onnx" and baseline.runtime == "onnxruntime"
     assert original.metrics.get("accuracy", 0) > 0.85, original.metrics
     assert "accuracy" in optimized.metrics, optimized.metrics
     assert optimized.metrics["accuracy"] >= original.metrics["accuracy"] - max_drop, optimized.metrics
     assert optimized.fidelity["cosine_mean"] >= min_cosine, optimized.fidelity
-    assert result.report["measurements"][1]["metrics"]["accuracy"] == optimized.metrics["accuracy"]
+    assert result.report["measurements"][-1]["metrics"]["accuracy"] == optimized.metrics["accuracy"]
     assert any(step["pass"] == "to-onnx" and step["stats"].get("exporter") for step in result.steps)
     for step in result.steps:  # every compression pass really changed something
         stats = step["stats"]
         assert stats.get("skipped") is None, step
         if "layers" in stats:
             assert stats["layers"] > 0, step
-    assert result.report["measurements"][1]["metrics"]["accuracy"] == optimized.metrics["accuracy"]
+    assert result.report["measurements"][-1]["baseline"] == "plain onnx"
 
 
 def test_structured_pruning_refuses_keras_with_alternatives(work, tmp_path):
@@ -257,7 +258,8 @@ def test_fp16_tflite_from_h5_with_the_seed_command(work, tmp_path):
     assert code == 0
     report = json.loads((out / "report.json").read_text())
     assert report["recipe"]["name"] == "tflite-fp16"
-    original, fp16 = report["measurements"]
+    original, plain, fp16 = report["measurements"]
+    assert plain["label"] == "plain tflite" and fp16["baseline"] == "plain tflite"
     assert fp16["runtime"] == "litert" and fp16["fidelity"]["cosine_min"] > 0.999
     assert fp16["metrics"]["accuracy"] >= original["metrics"]["accuracy"] - 0.01
     assert (out / "model.tflite").exists()
@@ -270,7 +272,7 @@ def test_distill_recipe_on_keras_model_from_the_cli(work, tmp_path):
                      "--train-data", str(work["root"] / "mlp-train.npz"), "--data", str(work["root"] / "mlp.npz")])
     assert code == 0
     report = json.loads((out / "report.json").read_text())
-    original, distilled = (m["metrics"]["accuracy"] for m in report["measurements"])
+    original, _plain, distilled = (m["metrics"]["accuracy"] for m in report["measurements"])
     assert distilled >= original - 0.05, (original, distilled)
     assert (out / "model.onnx").exists()
 

@@ -435,7 +435,7 @@ def test_foreign_onnx_built_by_hand(foreign_onnx, foreign_forward_fn, tmp_path):
     assert m.kind == "onnx" and m.runtime == "onnxruntime"
     assert m.metrics["accuracy"] == pytest.approx(0.75)
     assert m.data == {"source": str(tmp_path / "d.npz"), "samples": 40, "generated": False,
-                      "labelled": True}
+                      "labelled": True, "batch_size_requested": 8, "inputs": {"features": [8, 4]}}
     assert m.batch_size == 8 and m.latency_ms["p50"] > 0 and m.size_bytes == path.stat().st_size
 
 

@@ -355,7 +355,7 @@ def test_print_report_shows_passes_and_flag_messages():
                               "seconds": 1.234, "stats": {"exporter": "dynamo", "opset": 18}}])
     text = _render(report, printer=print_report)
     assert "to-onnx (inserted)" in text and "exporter=dynamo, opset=18" in text and "1.23" in text
-    assert "[slower]" in text and "1.50x the reference's" in text
+    assert "[slower]" in text and "1.50x that of the reference" in text
 
 
 def test_human_size():

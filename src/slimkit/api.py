@@ -6,11 +6,12 @@ import shutil
 import tempfile
 import weakref
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from slimkit.artifacts import publish_files, staged_folder, write_artifact
+from slimkit.baseline import baseline_label, baseline_recipe, reusable_prefix
 from slimkit.dataplan import plan_data
 from slimkit.errors import SlimkitError
 from slimkit.evaluate.measure import Evaluator, Measurement, check_run_options
@@ -35,12 +36,13 @@ class OptimizeResult:
     report: dict[str, Any] = field(default_factory=dict)
     measurements: list[Measurement] = field(default_factory=list)
 
-    def save(self, folder: str | Path) -> Path:
-        """Write the artifact, its tokenizer, report.json and report.html into `folder` atomically."""
+    def save(self, folder: str | Path, *, overwrite: bool = False) -> Path:
+        """Write the artifact, its tokenizer, report.json and report.html into `folder` atomically; an earlier
+        slimkit output there is replaced only with `overwrite`."""
         from slimkit.report import write_report
 
         inputs = [p for p in self.original.files()]
-        with staged_folder(Path(folder), inputs) as stage:
+        with staged_folder(Path(folder), inputs, overwrite=overwrite) as stage:
             main = write_artifact(self.model, stage)
             if self.report:
                 files = sorted(str(p.relative_to(stage)) for p in stage.rglob("*") if p.is_file())
@@ -63,7 +65,7 @@ def optimize(
     output: str | Path | None = None,
     threads: int = 2,
     batch_size: int = 1,
-    seq_len: int = 128,
+    seq_len: int | None = None,
     shapes: Mapping[str, Sequence[int]] | None = None,
     measure: bool = True,
     max_eval_samples: int | None = None,
@@ -78,6 +80,8 @@ def optimize(
     checkpoint_dir: str | Path | None = None,
     resume: bool = False,
     to: str | None = None,
+    overwrite: bool = False,
+    keep_checkpoints: bool = True,
 ) -> OptimizeResult:
     """Run a recipe on a model, measure the result against the original, and optionally save it.
 
@@ -86,12 +90,18 @@ def optimize(
     (see `slimkit.dataplan`). Calibration and selection read `data`; the reported figures come from `eval_data`
     (default `data`, flagged `measured-on-seen-data` when a pass saw it). Training checkpoints each epoch under
     `checkpoint_dir` and continues with `resume`. Labelled evaluation data is used whole unless
-    `max_eval_samples` caps it.
+    `max_eval_samples` caps it. An earlier slimkit output at `output` is replaced only with `overwrite`.
+    With `keep_checkpoints` False the checkpoint folder is removed once the run has succeeded (they only
+    serve `resume` after an interruption, and can weigh hundreds of MB).
     """
     check_run_options(threads=threads, batch_size=batch_size)
     say = progress or (lambda message: None)
     original = _resolve_model(model, example_inputs=example_inputs, weights=weights, task=task, shapes=shapes,
                               data=data if data is not None else train_data)
+    from slimkit.models.limits import resolve_seq_len
+
+    seq_notes: list[str] = []  # None: 128, or the model's position limit when that is smaller
+    seq_len = resolve_seq_len(original, seq_len, say, seq_notes)
     recipe_obj = load_recipe(recipe)
     if to is not None:
         from slimkit.pipeline import retarget
@@ -124,10 +134,15 @@ def optimize(
     uses = frozenset().union(*(step.pass_.data_use() for step in planned), {"select"} if target else set())
     data_plan = plan_data(original, uses, data=data, train_data=train_data, eval_data=eval_data,
                           seq_len=seq_len, shapes=shapes)
-    if output is not None:
-        from slimkit.artifacts import check_not_input
+    if measure and data_plan.evaluate is not None:  # bad evaluation data is refused before the passes run
+        from slimkit.data import load_data
+
+        load_data(data_plan.evaluate, original, batch_size=1, seq_len=seq_len, shapes=shapes, max_samples=4)
+    if output is not None:  # before any work: a refused output should not cost a training run
+        from slimkit.artifacts import check_not_input, check_output_folder
 
         check_not_input(Path(output), original.files())
+        check_output_folder(Path(output), overwrite=overwrite)
     if resume and checkpoint_dir is None:
         raise SlimkitError("resume needs the checkpoint folder of the interrupted run", "pass --checkpoint-dir")
     # Pass outputs live in a scratch folder kept as long as the resulting model object lives.
@@ -146,17 +161,35 @@ def optimize(
     outcome = OptimizeResult(result.model, original, recipe_obj, result.steps)
     weakref.finalize(result.model, shutil.rmtree, str(workdir), True)
     if measure:
-        say("measuring original and result, interleaved")
+        entries = [("original", original)]
+        base_label = None
+        plain = baseline_recipe(original.kind, result.model.kind, recipe_obj.steps)
+        if plain is not None:
+            reuse = reusable_prefix(plain, original.kind, result.steps)
+            if reuse is not None:  # the recipe made the plain export on its way: that model is the baseline
+                base_model = result.models[reuse - 1]
+            else:
+                say(f"making the plain {plain} export to compare with")
+                base_model = run_pipeline(original, load_recipe(plain), replace(
+                    ctx, workdir=ctx.scratch("baseline"), checkpoint_dir=None, resume=False)).model
+            base_label = baseline_label(plain)
+            entries.append((base_label, base_model))
+        entries.append((recipe_obj.name, result.model))
+        say(f"measuring {len(entries)} models, interleaved")
         evaluator = Evaluator(data_plan.evaluate, reference=original, like=original,
                               threads=threads, batch_size=batch_size, seq_len=seq_len, shapes=shapes,
                               max_samples=max_eval_samples)
-        outcome.measurements = evaluator.measure_all([("original", original), (recipe_obj.name, result.model)])
+        outcome.measurements = evaluator.measure_all(entries)
         for m in outcome.measurements:
             m.data["seen_by"] = list(data_plan.seen_by)
+        outcome.measurements[-1].baseline = base_label
     outcome.report = _build(outcome, threads, data_plan.as_dict())
+    outcome.report["notes"].extend(seq_notes)
     if output is not None:
         say("writing artifact")
-        outcome.save(output)
+        outcome.save(output, overwrite=overwrite)
+    if not keep_checkpoints and checkpoint_dir is not None:
+        shutil.rmtree(checkpoint_dir, ignore_errors=True)
     return outcome
 
 
@@ -211,14 +244,18 @@ def convert(
     *,
     data: Any = None,
     threads: int = 2,
-    seq_len: int = 128,
+    seq_len: int | None = None,
     shapes: Mapping[str, Sequence[int]] | None = None,
     progress: Callable[[str], None] | None = None,
+    overwrite: bool = False,
+    batch_size: int = 1,
     **load_kwargs: Any,
 ) -> tuple[Path, OptimizeResult]:
-    """Convert to one format (onnx, fp16, openvino, tflite), check fidelity, write the file atomically.
+    """Convert to one format (onnx, fp16, openvino, tflite), check fidelity, write the file atomically, with
+    its report beside it (`model.report.json` / `.html` for `out/model.onnx`).
 
-    `output` is a file path (`out/model.onnx`) or a folder (the canonical file name is used inside).
+    `output` is a file path (`out/model.onnx`) or a folder (the canonical file name is used inside). An
+    existing file there is replaced only with `overwrite`.
     """
     if to not in CONVERT_TARGETS:
         raise SlimkitError(f"unknown target format '{to}'", f"choose one of: {', '.join(CONVERT_TARGETS)}")
@@ -229,13 +266,22 @@ def convert(
     if target.suffix != suffix:
         raise SlimkitError(f"output {output} does not end in {suffix}, the {to} format's file type",
                            f"name it like out/model{suffix}")
-    from slimkit.artifacts import check_not_input
+    from slimkit.artifacts import check_not_input, check_output_file, output_warnings
 
     check_not_input(target, original.files())
+    check_output_file(target, overwrite=overwrite)
+    check_run_options(threads=threads, batch_size=batch_size)
     result = optimize(original, CONVERT_TARGETS[to], data=data, threads=threads, seq_len=seq_len, shapes=shapes,
+                      batch_size=batch_size,
                       progress=progress, max_eval_samples=64)
+    from slimkit.report import write_report
+
+    result.report["command"] = "convert"
+    result.report["notes"] = output_warnings(target, original.files()) + list(result.report.get("notes") or [])
     with tempfile.TemporaryDirectory(prefix=".slimkit-", dir=_existing_parent(target)) as stage:
         write_artifact(result.model, Path(stage), filename=target.name)
+        result.report["artifact"] = {**(result.report.get("artifact") or {}), "path": str(target)}
+        write_report(Path(stage), result.report, stem=f"{target.stem}.report")
         publish_files(Path(stage), target)
     return target, result
 
@@ -252,7 +298,7 @@ def bench(
     data: Any = None,
     threads: int = 2,
     batch_size: int = 1,
-    seq_len: int = 128,
+    seq_len: int | None = None,
     shapes: Mapping[str, Sequence[int]] | None = None,
     max_samples: int | None = None,
     labels: Sequence[str] | None = None,
@@ -263,6 +309,9 @@ def bench(
     check_run_options(threads=threads, batch_size=batch_size)
     loaded = [_resolve_model(m, shapes=shapes, data=data) for m in models]
     ref = _resolve_model(reference, shapes=shapes, data=data) if reference is not None else None
+    from slimkit.models.limits import resolve_seq_len
+
+    seq_len = resolve_seq_len([*loaded, ref], seq_len, progress)  # None: 128, or the models' limit if smaller
     evaluator = Evaluator(data, reference=ref, like=ref or loaded[0], threads=threads, batch_size=batch_size,
                           seq_len=seq_len, shapes=shapes, max_samples=max_samples)
     say = progress or (lambda message: None)

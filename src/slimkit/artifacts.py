@@ -15,6 +15,7 @@ from pathlib import Path
 
 from slimkit.errors import SlimkitError
 from slimkit.models.base import ModelKind, OnnxModel, TorchModel, WorkingModel, save_onnx
+from slimkit.models.limits import record_in_onnx
 
 SIDECAR = "slimkit.json"
 _MARKERS = ("report.json", SIDECAR)
@@ -31,6 +32,7 @@ def write_artifact(model: WorkingModel, folder: Path, filename: str | None = Non
     name = filename or artifact_filename(model.kind)
     target = folder / name
     if isinstance(model, OnnxModel):
+        record_in_onnx(model.proto, model.max_positions)  # passes may rebuild the proto without metadata
         save_onnx(model.proto, target)
     elif model.kind == ModelKind.OPENVINO:
         shutil.copyfile(model.path, target)
@@ -55,6 +57,8 @@ def write_artifact(model: WorkingModel, folder: Path, filename: str | None = Non
         "input_names": _input_names(model),
         "source": model.source,
     }
+    if model.max_positions:
+        sidecar["max_positions"] = model.max_positions
     sidecar_path = folder / (SIDECAR if name.startswith("model.") else f"{Path(name).stem}.{SIDECAR}")
     sidecar_path.write_text(json.dumps(sidecar, indent=2))
     return target
@@ -101,16 +105,51 @@ def check_not_input(output: Path, inputs: list[Path]) -> None:
                                "choose another output path; slimkit never overwrites its input")
 
 
-@contextlib.contextmanager
-def staged_folder(target: Path, inputs: list[Path] | None = None) -> Iterator[Path]:
-    """Yield a hidden staging folder; on success it replaces `target` in one rename."""
+def check_output_folder(target: Path, *, overwrite: bool = False) -> None:
+    """Refuse an output folder that is a file, holds someone else's files, or (without `overwrite`) holds an
+    earlier slimkit output: a user who points -o at last week's result expects a refusal, not a loss."""
     target = Path(target)
-    check_not_input(target, inputs or [])
     if target.exists() and not target.is_dir():
         raise SlimkitError(f"output {target} exists and is a file", "pass a folder path to -o")
-    if target.exists() and any(target.iterdir()) and not any((target / m).exists() for m in _MARKERS):
+    if not target.exists() or not any(target.iterdir()):
+        return
+    if not any((target / m).exists() for m in _MARKERS):
         raise SlimkitError(f"output folder {target} exists and is not a slimkit output",
                            "choose a new or empty folder; slimkit only replaces its own outputs")
+    if not overwrite:
+        raise SlimkitError(f"output folder {target} already holds a slimkit output",
+                           "pass --overwrite (overwrite=True) to replace it, or choose a new folder")
+
+
+def check_output_file(target: Path, *, overwrite: bool = False) -> None:
+    """Refuse to replace an existing file unless `overwrite`."""
+    target = Path(target)
+    if target.is_dir():
+        raise SlimkitError(f"output {target} is a folder", f"name the file, like {target / 'model.onnx'}")
+    if target.exists() and not overwrite:
+        raise SlimkitError(f"output {target} already exists",
+                           "pass --overwrite (overwrite=True) to replace it, or choose a new name")
+
+
+def output_warnings(output_file: Path, inputs: list[Path]) -> list[str]:
+    """A warning when an output file goes into the input model's own folder, where its sidecar (slimkit.json)
+    and tokenizer land beside the user's files."""
+    out = Path(output_file).resolve()
+    for item in inputs:
+        folder = Path(item).resolve().parent
+        if Path(item).is_file() and out.parent == folder:
+            return [f"{output_file} was written into the input model's folder {folder}, with slimkit.json beside "
+                    "it; keep outputs in their own folder so they cannot be mixed up with inputs"]
+    return []
+
+
+@contextlib.contextmanager
+def staged_folder(target: Path, inputs: list[Path] | None = None, *, overwrite: bool = False) -> Iterator[Path]:
+    """Yield a hidden staging folder; on success it replaces `target` in one rename. An earlier slimkit output
+    there is replaced only with `overwrite`."""
+    target = Path(target)
+    check_not_input(target, inputs or [])
+    check_output_folder(target, overwrite=overwrite)
     target.parent.mkdir(parents=True, exist_ok=True)
     stage = target.parent / f".{target.name}.tmp-{os.getpid()}"
     shutil.rmtree(stage, ignore_errors=True)

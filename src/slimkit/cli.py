@@ -15,16 +15,19 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("GLOG_minloglevel", "2")
 
 
-def _common(p: argparse.ArgumentParser, *, data: bool = True) -> None:
+def _common(p: argparse.ArgumentParser, *, data: bool = True, json_help: str = "machine-readable JSON on stdout") -> None:
     p.add_argument("--threads", type=int, default=2, help="threads for every runtime (default 2)")
     p.add_argument("--shape", action="append", metavar="NAME=DxD..", help="fix a dynamic input shape (repeatable)")
-    p.add_argument("--json", action="store_true", help="machine-readable JSON on stdout")
+    p.add_argument("--json", action="store_true", help=json_help)
     p.add_argument("--weights", help="weights for a package.module:factory model (.safetensors or state dict)")
     p.add_argument("--task", choices=["classification", "embedding"], help="what the model's output is")
+    p.add_argument("--verbose", action="store_true",
+                   help="let third-party output through on stderr (LiteRT, TensorFlow, absl, torchao logs)")
     if data:
         p.add_argument("--data", help=".npz, folder of .npy, .txt (one example per line) or sklearn:digits")
         p.add_argument("--batch-size", type=int, default=1, help="batch size for latency (default 1)")
-        p.add_argument("--seq-len", type=int, default=128, help="sequence length for text models (default 128)")
+        p.add_argument("--seq-len", type=int, default=None,
+                       help="sequence length for text models (default 128, or the model's limit if smaller)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -35,17 +38,21 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("inspect", help="inputs, outputs, size, parameters, op histogram, largest layers")
     p.add_argument("model")
     _common(p, data=False)
+    p.add_argument("--data", help="sample data: its shapes, and the task when it has integer labels")
 
     p = sub.add_parser("convert", help="convert a model to onnx, fp16 onnx, openvino or tflite (fidelity checked)")
     p.add_argument("model")
     p.add_argument("--to", required=True, choices=["onnx", "fp16", "openvino", "tflite"])
-    p.add_argument("-o", "--output", required=True, help="output file (out/model.onnx) or folder")
+    p.add_argument("-o", "--output", required=True, help="output file (out/model.onnx) or folder; the report "
+                   "goes beside it (out/model.report.html)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     _common(p)
 
     p = sub.add_parser("optimize", help="run a recipe and write the artifact plus report.json / report.html")
     p.add_argument("model")
     p.add_argument("--recipe", required=True, help="built-in recipe name (see `slimkit recipes`) or a YAML file")
     p.add_argument("-o", "--output", required=True, help="output folder")
+    p.add_argument("--overwrite", action="store_true", help="replace an earlier slimkit output in that folder")
     p.add_argument("--eval-data", help="the data the reported figures are measured on; keep it apart from "
                    "--data / --train-data (default: --data, flagged when a pass trained, selected or calibrated on it)")
     p.add_argument("--min-cosine", type=float, help="accuracy-aware recipes: mean output cosine to keep")
@@ -54,8 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "this and pick their best epoch on --data; given only one of the two, it is split 80/20 "
                    "(seeded, stratified) into training and validation parts")
     p.add_argument("--student", help="distill: the student model, package.module:factory")
-    p.add_argument("--checkpoint-dir", help="training passes write a checkpoint per epoch here "
-                   "(default: OUTPUT.checkpoints)")
+    p.add_argument("--checkpoint-dir", help="training passes write a checkpoint per epoch here and keep it "
+                   "(default: OUTPUT.checkpoints, removed once the run succeeds)")
     p.add_argument("--resume", action="store_true", help="continue interrupted training from --checkpoint-dir")
     p.add_argument("--to", choices=["onnx", "openvino", "tflite"],
                    help="artifact format at the end (e.g. --recipe fp16 --to tflite: fp16 TFLite)")
@@ -66,7 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reference", help="model to compare against (fidelity and ratios)")
     p.add_argument("--max-samples", type=int, default=None,
                    help="cap the samples used for fidelity/accuracy (default: labelled data whole, else 256)")
-    _common(p)
+    _common(p, json_help="one JSON object per line (JSON Lines): the reference first, then each model")
 
     p = sub.add_parser("recipes", help="list built-in recipes")
     p.add_argument("--json", action="store_true")
@@ -89,6 +96,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     from slimkit.errors import SlimkitError
 
     args = build_parser().parse_args(argv)
+    from slimkit.report.build import set_command_line
+
+    set_command_line(["slimkit", *(sys.argv[1:] if argv is None else argv)])
+    if getattr(args, "verbose", False):  # read by slimkit.quiet, wherever a noisy library is called
+        os.environ["SLIMKIT_VERBOSE"] = "1"
     try:
         return COMMANDS[args.command](args)
     except SlimkitError as exc:
@@ -110,13 +122,25 @@ def _console(stderr: bool = False):
 
 @contextlib.contextmanager
 def _status(args):
-    """A spinner on stderr for long steps; `say(text)` updates it. Silent with --json."""
+    """A spinner on stderr for long steps; `say(text)` updates it. Without a terminal (CI, a log file): plain
+    progress lines on stderr instead (`slimkit.progress`). Silent with --json."""
     console = _console(stderr=True)
-    if getattr(args, "json", False) or not console.is_terminal:
+    if getattr(args, "json", False):
         yield lambda message: None
         return
+    if not console.is_terminal:
+        from slimkit.progress import ProgressLines
+
+        lines = ProgressLines()
+        try:
+            yield lines.say
+        finally:
+            lines.close()
+        return
+    from rich.text import Text
+
     with console.status("starting") as status:
-        yield lambda message: status.update(message)
+        yield lambda message: status.update(Text(message))
 
 
 def _shapes(args):
@@ -135,7 +159,7 @@ def _load(args, source: str):
 def cmd_inspect(args) -> int:
     from slimkit.inspect_model import inspect_model
 
-    info = inspect_model(_load(args, args.model))
+    info = inspect_model(_load(args, args.model), data=args.data)
     if args.json:
         print(json.dumps(info, indent=2, default=str))
         return 0
@@ -145,7 +169,10 @@ def cmd_inspect(args) -> int:
     from slimkit.report.format import human_size
 
     console = _console()
-    console.print(Text(f"{info['model']}  kind={info['kind']}  task={info.get('task') or '-'}", style="bold"))
+    task = info.get("task") or "unknown (pass --task, or --data with integer labels for classification)"
+    console.print(Text(f"{info['model']}  kind={info['kind']}  task={task}", style="bold"))
+    if info.get("task_from", "model") not in ("model", None):
+        console.print(Text(f"task {info['task_from']}"))
     console.print(Text(f"size: {human_size(info['size_bytes'])}   params: {info.get('params') or '-'}"))
     for key in ("inputs", "outputs"):
         console.print(Text(f"{key}: " + ", ".join(info.get(key) or [])))
@@ -172,7 +199,8 @@ def cmd_convert(args) -> int:
     model = _load(args, args.model)
     with _status(args) as say:
         target, result = convert(model, args.to, args.output, data=args.data, threads=args.threads,
-                                 seq_len=args.seq_len, shapes=_shapes(args), progress=say)
+                                 seq_len=args.seq_len, shapes=_shapes(args), progress=say,
+                                 batch_size=args.batch_size, overwrite=args.overwrite)
     return _print_result(args, result.report, extra={"output": str(target)})
 
 
@@ -187,7 +215,8 @@ def cmd_optimize(args) -> int:
                           threads=args.threads, batch_size=args.batch_size, seq_len=args.seq_len,
                           shapes=_shapes(args), progress=say, min_cosine=args.min_cosine, max_drop=args.max_drop,
                           train_data=args.train_data, checkpoint_dir=checkpoints, resume=args.resume,
-                          overrides=overrides, to=args.to)
+                          overrides=overrides, to=args.to, overwrite=args.overwrite,
+                          keep_checkpoints=args.checkpoint_dir is not None)
     code = _print_result(args, result.report, extra={"output": str(args.output)})
     from slimkit.api import targets_missed
 
@@ -248,13 +277,14 @@ def cmd_recipes(args) -> int:
         print(json.dumps([r.as_dict() for r in recipes], indent=2))
         return 0
     from rich.table import Table
+    from rich.text import Text
 
     table = Table(title="built-in recipes")
     table.add_column("recipe")
     table.add_column("passes")
     table.add_column("what it does")
-    for r in recipes:
-        table.add_row(r.name, " -> ".join(n for n, _ in r.steps), r.description)
+    for r in recipes:  # Text, not markup: "[tf.float16]" in a description prints as written
+        table.add_row(Text(r.name), Text(" -> ".join(n for n, _ in r.steps)), Text(r.description or ""))
     _console().print(table)
     return 0
 

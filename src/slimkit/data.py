@@ -2,12 +2,15 @@
 
 Sources: `.npz` files (arrays named after the inputs, optional `labels`), folders of `.npy`
 files, text files (one example per line, tokenized with the model's tokenizer), built-in
-sklearn datasets (`sklearn:digits`), a Python iterable of dicts, or samples generated from the
-model's input signature when no data is given.
+sklearn datasets (`sklearn:digits`), a dict of arrays or tensors (read like an .npz file's arrays), a
+`torch.utils.data.DataLoader`, a Python iterable of dicts, or samples generated from the model's input
+signature when no data is given.
 """
 
 from __future__ import annotations
 
+import sys
+import weakref
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -120,6 +123,10 @@ def describe_source(source: Any) -> str:
         return source.source or "dataset"
     if isinstance(source, (str, Path)):
         return str(source)
+    if isinstance(source, Mapping):
+        return _DICT_SOURCE
+    if _is_data_loader(source):
+        return _LOADER_SOURCE
     return type(source).__name__
 
 
@@ -210,9 +217,15 @@ def load_data(
                              source=str(path))
         raise SlimkitError(f"{path}: unknown data file type '{path.suffix}'",
                            "pass .npz, a folder of .npy files, a .txt file (one example per line) or sklearn:digits")
+    if isinstance(source, Mapping):
+        return _from_arrays(source, specs, batch_size, max_samples, _DICT_SOURCE)
+    if _is_data_loader(source):
+        return _from_arrays(_loader_arrays(source, specs), specs, batch_size, max_samples, _LOADER_SOURCE)
     if isinstance(source, Iterable):
         return _from_iterable(source, specs, batch_size, max_samples)
-    raise SlimkitError(f"cannot read data from a {type(source).__name__}", "pass a path or a list of dicts")
+    raise SlimkitError(f"cannot read data from a {type(source).__name__}",
+                       "pass a path, a dict of arrays {input_name: array, 'labels': array}, a DataLoader "
+                       "or a list of dicts")
 
 
 def input_specs_of(model: WorkingModel) -> list[InputSpec]:
@@ -331,20 +344,99 @@ def _sklearn_arrays(text: str, specs: Sequence[InputSpec]):
 def _from_iterable(items: Iterable, specs, batch_size, max_samples) -> Dataset:
     rows = list(items)
     if not rows or not all(isinstance(r, Mapping) for r in rows):
-        raise SlimkitError("data from Python must be a non-empty iterable of dicts", "yield {input_name: array, ...}")
-    keys = list(rows[0])
-    ranks = {s.name: len(s.shape) for s in specs}
-    arrays = {}
-    for k in keys:
-        missing = [i for i, r in enumerate(rows) if k not in r]
-        if missing:
-            raise SlimkitError(f"python iterable: item {missing[0]} has no '{k}'", "give every item the same keys")
-        values = [np.asarray(r[k]) for r in rows]
-        # One sample per dict (no batch axis, scalar labels) is stacked; batches are concatenated.
-        per_sample = all(v.ndim == ranks[k] - 1 for v in values) if k in ranks else all(v.ndim == 0 for v in values)
-        arrays[k] = np.stack(values) if per_sample else np.concatenate(values)
+        raise SlimkitError("data from Python must be a non-empty iterable of dicts",
+                           "yield {input_name: array, ...}, or pass one dict of arrays {input_name: array, "
+                           "'labels': array}")
+    arrays = _stack_rows(rows, specs, "python iterable")
     labels = _pop_labels(arrays)
     return _finish(arrays, labels, specs, batch_size, max_samples, "python iterable")
+
+
+def _stack_rows(rows: Sequence[Mapping], specs, source: str) -> dict[str, np.ndarray]:
+    """Dicts of samples or batches -> one array per key. A dict holding one sample (no batch axis, a scalar
+    label) is stacked; batches are concatenated."""
+    ranks = {s.name: len(s.shape) for s in specs}
+    arrays = {}
+    for k in rows[0]:
+        missing = [i for i, r in enumerate(rows) if k not in r]
+        if missing:
+            raise SlimkitError(f"{source}: item {missing[0]} has no '{k}'", "give every item the same keys")
+        values = [_as_array(r[k]) for r in rows]
+        per_sample = all(v.ndim == ranks[k] - 1 for v in values) if k in ranks else all(v.ndim == 0 for v in values)
+        try:
+            arrays[str(k)] = np.stack(values) if per_sample else np.concatenate(values)
+        except ValueError as exc:
+            raise SlimkitError(f"{source}: the items' '{k}' arrays do not fit together ({exc})",
+                               "give every item the same shape past the batch axis") from None
+    return arrays
+
+
+# What in-memory sources are called in reports and errors.
+_DICT_SOURCE = "data dict"
+_LOADER_SOURCE = "DataLoader"
+
+
+def _as_array(value: Any) -> np.ndarray:
+    """A numpy array from an array, a list, or a torch tensor (on any device, with or without grad)."""
+    if hasattr(value, "detach") and hasattr(value, "cpu") and hasattr(value, "numpy"):
+        value = value.detach().cpu()
+        if str(value.dtype) == "torch.bfloat16":  # numpy has no bfloat16
+            value = value.float()
+        return value.numpy()
+    return np.asarray(value)
+
+
+def _from_arrays(values: Mapping, specs, batch_size, max_samples, source: str) -> Dataset:
+    """{input name: array with samples on axis 0, optional 'labels': array}: read like an .npz file's arrays
+    (the same names, label keys, checks and errors). The caller's dict is not changed."""
+    arrays = {str(k): _as_array(v) for k, v in values.items()}
+    labels = _pop_labels(arrays)
+    return _finish(arrays, labels, specs, batch_size, max_samples, source)
+
+
+def _is_data_loader(source: Any) -> bool:
+    torch = sys.modules.get("torch")  # a DataLoader exists only once torch is imported
+    return torch is not None and isinstance(source, torch.utils.data.DataLoader)
+
+
+# Each DataLoader is read once: every later read (the parts of a split, each pass, the measurement) sees the
+# same samples in the same order, even from a loader that shuffles.
+_LOADER_ROWS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _loader_arrays(loader: Any, specs) -> dict[str, np.ndarray]:
+    """A DataLoader's batches, concatenated into {input name: array, 'labels': array}.
+
+    Batches are dicts keyed by input names, or tuples (inputs..., [labels]) in the model's input order, e.g.
+    (x, y) or (x,) from a TensorDataset for a one-input model; a bare tensor is (x,).
+    """
+    rows = _LOADER_ROWS.get(loader)
+    if rows is None:
+        rows = [_loader_row(batch) for batch in loader]
+        _LOADER_ROWS[loader] = rows
+    if not rows:
+        raise SlimkitError("the DataLoader holds no samples (it yields no batches)", "give at least one sample")
+    names = [s.name for s in specs]
+    named = []
+    for i, row in enumerate(rows):
+        if isinstance(row, Mapping):
+            named.append(row)
+            continue
+        if len(row) not in (len(names), len(names) + 1):
+            raise SlimkitError(
+                f"DataLoader batch {i} is a tuple of {len(row)} tensors but the model takes inputs {names}",
+                f"yield ({', '.join(names)},) or ({', '.join(names)}, labels), or dicts keyed by {names}")
+        named.append({**dict(zip(names, row, strict=False)), **({"labels": row[-1]} if len(row) > len(names) else {})})
+    return _stack_rows(named, specs, _LOADER_SOURCE)
+
+
+def _loader_row(batch: Any) -> Mapping | tuple:
+    """One DataLoader batch with its tensors turned into numpy arrays: a dict, or a tuple of arrays."""
+    if isinstance(batch, Mapping):
+        return {k: _as_array(v) for k, v in batch.items()}
+    if isinstance(batch, (tuple, list)):
+        return tuple(_as_array(v) for v in batch)
+    return (_as_array(batch),)
 
 
 def _finish(arrays, labels, specs, batch_size, max_samples, source) -> Dataset:

@@ -10,9 +10,16 @@ import numpy as np
 from slimkit.models.base import ModelKind, OnnxModel, TorchModel, WorkingModel
 
 
-def inspect_model(model: WorkingModel, top: int = 10) -> dict[str, Any]:
-    """Inputs, outputs, parameter count, size on disk, op histogram and the largest weights."""
-    info: dict[str, Any] = {"model": model.source, "kind": str(model.kind), "task": model.task,
+def inspect_model(model: WorkingModel, top: int = 10, data: Any = None) -> dict[str, Any]:
+    """Inputs, outputs, parameter count, size on disk, op histogram and the largest weights; the task as
+    `optimize` would take it (given, from the model, or inferred from integer labels in `data`)."""
+    task, task_from = model.task, "model" if model.task else None
+    if task is None and data is not None:
+        from slimkit.dataplan import infer_task
+
+        task = infer_task(model, data)
+        task_from = f"inferred: {data} has integer labels" if task else None
+    info: dict[str, Any] = {"model": model.source, "kind": str(model.kind), "task": task, "task_from": task_from,
                             "size_bytes": model.size_bytes(), "files": [str(p) for p in model.files()]}
     if isinstance(model, OnnxModel):
         from onnx import numpy_helper

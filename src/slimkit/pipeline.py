@@ -146,6 +146,9 @@ def plan(recipe: Recipe, input_kind: ModelKind, overrides: dict[str, dict] | Non
 class PipelineResult:
     model: WorkingModel
     steps: list[dict] = field(default_factory=list)
+    # The model after each step, in order (the last is `model`): a caller can reuse an intermediate, e.g.
+    # the plain export a recipe makes on its way (see slimkit.baseline).
+    models: list[WorkingModel] = field(default_factory=list, repr=False)
 
 
 @dataclass(frozen=True)
@@ -203,6 +206,7 @@ def run_pipeline(model: WorkingModel, recipe: Recipe, ctx: Context,
     if target is not None and any(step.pass_.relaxed() is not None for step in steps):
         judge = _Judge(model, ctx, target)
     records = []
+    models = []
     current = model
     for step in steps:
         result, record = _run_step(step, step.pass_, current, ctx)
@@ -210,7 +214,8 @@ def run_pipeline(model: WorkingModel, recipe: Recipe, ctx: Context,
             result, record = _back_off(step, current, ctx, judge, result, record)
         records.append(record)
         current = result.model
-    return PipelineResult(current, records)
+        models.append(current)
+    return PipelineResult(current, records, models)
 
 
 def _run_step(step: PlannedStep, pass_: Pass, model: WorkingModel, ctx: Context):

@@ -36,6 +36,9 @@ class Measurement:
     fidelity: dict | None = None
     metrics: dict = field(default_factory=dict)
     label: str = ""
+    # The label of the measurement this one's size and speed are judged against (see slimkit.baseline);
+    # None: the report's reference.
+    baseline: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -51,6 +54,7 @@ class Measurement:
             "data": self.data,
             "fidelity": self.fidelity,
             "metrics": self.metrics,
+            **({"baseline": self.baseline} if self.baseline else {}),
         }
 
 
@@ -92,7 +96,7 @@ class Evaluator:
     ) -> None:
         check_run_options(threads=threads, batch_size=batch_size)
         self.threads = threads
-        self.batch_size = batch_size
+        self.batch_size = batch_size  # as requested; the timed batch is smaller when the data has fewer samples
         self.latency_rounds = latency_rounds
         self.round_runs = round_runs
         self.round_seconds = round_seconds
@@ -108,6 +112,10 @@ class Evaluator:
         self.dataset: Dataset = dataset if dataset.generated or not dataset.batches else dataset.rebatch(batch_size)
         self.reference = reference
         self._reference_outputs: list[np.ndarray] | None = None
+
+    def _timed_shapes(self) -> dict[str, list[int]]:
+        """The input shapes latency was timed at (batch, sequence length, image size)."""
+        return _timed_shapes_of(self.dataset)
 
     def reference_outputs(self) -> list[np.ndarray] | None:
         if self.reference is None:
@@ -152,9 +160,14 @@ class Evaluator:
             size_bytes=int(model.size_bytes()), params=params, latency_ms=latency_ms,
             batch_size=self.dataset.batches[0].size, threads=self.threads,
             data={"source": self.dataset.source, "samples": self.dataset.num_samples,
-                  "generated": self.dataset.generated, "labelled": self.dataset.has_labels},
+                  "generated": self.dataset.generated, "labelled": self.dataset.has_labels,
+                  "batch_size_requested": self.batch_size, "inputs": self._timed_shapes()},
             fidelity=fidelity, metrics=metrics, label=label,
         )
+
+
+def _timed_shapes_of(dataset: Dataset) -> dict[str, list[int]]:
+    return {name: list(arr.shape) for name, arr in dataset.batches[0].feed.items()} if dataset.batches else {}
 
 
 def _is_classifier(model: WorkingModel, outputs: list[np.ndarray]) -> bool:

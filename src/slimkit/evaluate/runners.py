@@ -20,6 +20,7 @@ from slimkit.models.base import (
     TorchModel,
     WorkingModel,
 )
+from slimkit.models.limits import sequence_error
 
 
 class Runner:
@@ -57,6 +58,7 @@ class TorchRunner(Runner):
         torch.set_num_threads(threads)
         self.module = model.module.eval()
         self.input_specs = list(model.input_specs)
+        self.max_positions = model.max_positions
 
     def run(self, feed):
         import torch
@@ -64,7 +66,13 @@ class TorchRunner(Runner):
         from slimkit.models.loading import flatten_outputs
 
         with torch.inference_mode():
-            out = self.module(**{k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in feed.items()})
+            try:
+                out = self.module(**{k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in feed.items()})
+            except RuntimeError as exc:  # e.g. "The expanded size of the tensor (128) must match ... (64)"
+                specific = sequence_error(self.max_positions, feed)
+                if specific is not None:
+                    raise specific from exc
+                raise
         return [t.detach().float().numpy() if t.dtype.is_floating_point else t.numpy() for t in flatten_outputs(out)]
 
 
@@ -100,11 +108,15 @@ class OrtRunner(Runner):
         self.session = ort_session(model, threads)
         self.input_specs = model.input_specs
         self.output_names = [o.name for o in self.session.get_outputs()]
+        self.max_positions = model.max_positions
 
     def run(self, feed):
         try:
             out = self.session.run(None, feed)
         except Exception as exc:
+            specific = sequence_error(self.max_positions, feed)
+            if specific is not None:
+                raise specific from exc
             raise SlimkitError(f"ONNX Runtime failed on this input: {first_line(exc)}",
                                "check the data shapes and types") from exc
         # Non-tensor outputs (sequences of maps, e.g. sklearn's ZipMap) are skipped: nothing to compare.
@@ -158,12 +170,15 @@ class TfliteRunner(Runner):
     runtime = "litert"
 
     def __init__(self, model: TfliteModel, threads: int) -> None:
-        interpreter_mod = require("ai_edge_litert.interpreter", "tflite")
-        try:
-            self.interpreter = interpreter_mod.Interpreter(model_path=str(model.path), num_threads=threads)
-        except Exception as exc:
-            raise SlimkitError(f"LiteRT cannot load {model.path}: {exc}", "convert the model again") from exc
-        self.interpreter.allocate_tensors()
+        from slimkit.quiet import quiet_native
+
+        with quiet_native("LiteRT"):  # e.g. "INFO: Created TensorFlow Lite XNNPACK delegate for CPU."
+            interpreter_mod = require("ai_edge_litert.interpreter", "tflite")
+            try:
+                self.interpreter = interpreter_mod.Interpreter(model_path=str(model.path), num_threads=threads)
+            except Exception as exc:
+                raise SlimkitError(f"LiteRT cannot load {model.path}: {exc}", "convert the model again") from exc
+            self.interpreter.allocate_tensors()
         details = self.interpreter.get_input_details()
         names = model.metadata.get("input_names") or [d["name"] for d in details]
         self.input_specs = [

@@ -53,8 +53,25 @@ class WorkingModel:
     task: str | None = None
     tokenizer_dir: Path | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
+    # Tokens a text model takes at most (learned position embeddings); None when unknown or unlimited.
+    max_positions: int | None = None
 
     kind: ModelKind = ModelKind.TORCH  # overridden by subclasses
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        # @dataclass would give every subclass a field-by-field repr (whole example tensors, ONNX protos);
+        # one it finds already set is kept, so each kind gets the short one below unless it defines its own.
+        if "__repr__" not in cls.__dict__:
+            cls.__repr__ = WorkingModel.__repr__
+
+    def __repr__(self) -> str:
+        """One short line: kind, source, task, inputs (name: dtype[shape]), parameters, file; never tensor values."""
+        parts = [f"source={_clip(self.source, 48)!r}", f"task={self.task!r}"]
+        for name, value in _repr_details(self):
+            parts.append(f"{name}={value}")
+        text = f"{type(self).__name__}({', '.join(parts)})"
+        return text if len(text) <= 300 else text[:296] + "...)"
 
     def files(self) -> list[Path]:
         return []
@@ -63,10 +80,11 @@ class WorkingModel:
         return sum(p.stat().st_size for p in self.files() if p.exists())
 
     def carry_over(self, other: WorkingModel) -> None:
-        """Copy the kind-independent facts (task, tokenizer, source) onto a converted model."""
+        """Copy the kind-independent facts (task, tokenizer, source, position limit) onto a converted model."""
         self.source = other.source
         self.task = other.task
         self.tokenizer_dir = other.tokenizer_dir
+        self.max_positions = other.max_positions
 
 
 @dataclass
@@ -214,6 +232,44 @@ class SlimModel(WorkingModel):
         restored = OnnxModel.from_proto(load_onnx_archive(self.path))
         restored.carry_over(self)
         return restored
+
+
+# ---- Short reprs (WorkingModel.__repr__) ----
+
+
+def _clip(text: Any, limit: int) -> str:
+    """`text` as a string of at most `limit` characters, keeping its tail (a path's telling part)."""
+    text = str(text)
+    return text if len(text) <= limit else "..." + text[-(limit - 3):]
+
+
+def _repr_details(model: WorkingModel) -> list[tuple[str, str]]:
+    """The repr's kind-specific fields, each left out when it cannot be read cheaply: no file is loaded."""
+    details: list[tuple[str, str]] = []
+    proto = model.__dict__.get("_proto")  # an OnnxModel's proto, only when already in memory
+    try:
+        specs = onnx_input_specs(proto) if proto is not None else model.__dict__.get("input_specs")
+    except Exception:  # a repr must not raise
+        specs = None
+    if specs is not None:
+        shown = [_clip(f"{s.name}: {s.dtype}[{' x '.join('?' if d is None else str(d) for d in s.shape)}]", 36)
+                 for s in specs[:3]]
+        details.append(("inputs", "[" + ", ".join(shown + ([f"+{len(specs) - 3} more"] if len(specs) > 3 else []))
+                        + "]"))
+    try:
+        if proto is not None:
+            params = sum(int(np.prod(t.dims)) for t in proto.graph.initializer)
+        elif model.__dict__.get("module") is not None:
+            params = sum(int(p.numel()) for p in model.module.parameters())
+        else:
+            params = None
+    except Exception:
+        params = None
+    if params is not None:
+        details.append(("params", f"{params:,}"))
+    if model.__dict__.get("path") is not None:
+        details.append(("path", repr(_clip(model.path, 48))))
+    return details
 
 
 # ---- ONNX file helpers (shared by loaders, passes and runners) ----

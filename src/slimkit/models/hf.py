@@ -10,6 +10,7 @@ from pathlib import Path
 
 from slimkit.errors import SlimkitError, require
 from slimkit.models.base import TorchModel
+from slimkit.models.limits import hf_max_positions
 
 EXAMPLE_SEQUENCE = 16  # export example length; the sequence dim stays dynamic
 
@@ -62,6 +63,7 @@ def load_hf_folder(path: Path, *, task: str | None = None) -> TorchModel:
         dynamic_dims={n: {0: "batch", 1: "sequence"} for n in names},
     )
     model.tokenizer_dir = path if tokenizer is not None else None
+    model.max_positions = hf_max_positions(config)
     model.source_files = [p for p in path.iterdir() if p.is_file()]
     return model
 

@@ -142,10 +142,13 @@ def check_onnx_runnable(model: OnnxModel) -> None:
 
 
 def _read_slimkit_metadata(model: OnnxModel) -> None:
-    """slimkit records the task in the ONNX metadata when it exports a model."""
+    """slimkit records the task and the position limit in the ONNX metadata when it exports a model."""
     meta = {p.key: p.value for p in model.proto.metadata_props}
     if model.task is None and meta.get("slimkit.task"):
         model.task = meta["slimkit.task"]
+    from slimkit.models.limits import onnx_max_positions
+
+    model.max_positions = onnx_max_positions(model.proto)
 
 
 def apply_sidecar(model: WorkingModel, path: Path) -> WorkingModel:
@@ -162,6 +165,8 @@ def apply_sidecar(model: WorkingModel, path: Path) -> WorkingModel:
         model.tokenizer_dir = (path.parent / tokenizer).resolve()
     if sidecar.get("input_names"):
         model.metadata["input_names"] = list(sidecar["input_names"])
+    if model.max_positions is None and isinstance(sidecar.get("max_positions"), int):
+        model.max_positions = sidecar["max_positions"]
     return model
 
 
@@ -421,8 +426,11 @@ def _array_headers(source: Any) -> dict[str, tuple[list[int], np.dtype]]:
     """{input name: (shape with batch 1, dtype)} from the .npy headers of an .npz file or a .npy folder."""
     import zipfile
 
-    from slimkit.data import LABEL_KEYS
+    from slimkit.data import LABEL_KEYS, _as_array
 
+    if isinstance(source, Mapping):  # a dict of arrays or tensors from Python (see slimkit.data.load_data)
+        firsts = {str(k): _as_array(v[:1]) for k, v in source.items() if str(k) not in LABEL_KEYS and np.ndim(v)}
+        return {k: ([1, *(int(d) for d in a.shape[1:])], a.dtype) for k, a in firsts.items() if not a.dtype.hasobject}
     if not isinstance(source, (str, Path)) or str(source).startswith("sklearn:"):
         return {}
     path = Path(source)

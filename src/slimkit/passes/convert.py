@@ -21,9 +21,11 @@ from slimkit.models.base import (
     WorkingModel,
     save_onnx,
 )
+from slimkit.models.limits import record_in_onnx
 from slimkit.models.onnx_graph import copy_model
 from slimkit.models.wrappers import NamedInputs
 from slimkit.passes.base import Context, Pass, PassConfig, PassResult, register
+from slimkit.quiet import quiet_native
 
 
 class ToOnnxConfig(PassConfig):
@@ -116,6 +118,7 @@ def export_onnx(model: TorchModel, *, exporter: str, dynamic: bool, opset: int |
     if model.task:
         entry = proto.metadata_props.add()
         entry.key, entry.value = "slimkit.task", model.task
+    record_in_onnx(proto, model.max_positions)
     return proto
 
 
@@ -274,21 +277,21 @@ class ToTflite(Pass):
 
     def run(self, model: WorkingModel, ctx: Context) -> PassResult:
         assert isinstance(model, TorchModel)
-        litert_torch = require("litert_torch", "tflite")
         names = model.input_names
         # TFLite shapes are fixed at conversion: convert at the batch size the model will be measured at.
         sample = tuple(_with_batch(model.example_inputs[n], ctx.batch_size, spec)
                        for n, spec in zip(names, model.input_specs, strict=True))
-        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), _quiet_torch_logs():
-            warnings.simplefilter("ignore")
+        folder = ctx.scratch("to-tflite")
+        path = folder / "model.tflite"
+        # litert-torch, torchao, absl and TensorFlow-style native logs stay out of the terminal (--verbose shows them)
+        with quiet_native("litert-torch"):
+            litert_torch = require("litert_torch", "tflite")
             try:
                 edge = litert_torch.convert(model.module.eval(), sample)
             except Exception as exc:
                 raise SlimkitError(f"litert-torch cannot convert this model: {first_line(exc, 200)}",
                                    "TFLite needs static shapes and ops LiteRT supports") from exc
-        folder = ctx.scratch("to-tflite")
-        path = folder / "model.tflite"
-        edge.export(str(path))
+            edge.export(str(path))
         stats = {"input_shapes": {n: list(t.shape) for n, t in zip(names, sample, strict=True)},
                  "precision": self.config.precision, "fp32_bytes": path.stat().st_size}
         if self.config.precision == "fp16":
@@ -304,7 +307,8 @@ class ToTflite(Pass):
 def fp16_weights(source: Path, target: Path) -> None:
     """Store a TFLite file's float weights as float16 (dequantized in the graph), via ai-edge-quantizer."""
     try:
-        from ai_edge_quantizer import algorithm_manager, qtyping, quantizer
+        with quiet_native("ai-edge-quantizer"):
+            from ai_edge_quantizer import algorithm_manager, qtyping, quantizer
     except ImportError as exc:
         raise SlimkitError("fp16 TFLite needs ai-edge-quantizer, which is not installed",
                            "install it with: pip install 'slimkit[tflite]'") from exc
@@ -312,8 +316,7 @@ def fp16_weights(source: Path, target: Path) -> None:
         weight_tensor_config=qtyping.TensorQuantizationConfig(num_bits=16, dtype=qtyping.TensorDataType.FLOAT),
         compute_precision=qtyping.ComputePrecision.FLOAT, explicit_dequantize=True)
     try:
-        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
-            warnings.simplefilter("ignore")
+        with quiet_native("ai-edge-quantizer"):
             q = quantizer.Quantizer(str(source))
             q.update_quantization_recipe(regex=".*", operation_name=qtyping.TFLOperationName.ALL_SUPPORTED,
                                          op_config=config,

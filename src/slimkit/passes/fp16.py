@@ -11,6 +11,7 @@ import warnings
 from slimkit.models.base import ModelKind, OnnxModel, WorkingModel
 from slimkit.models.onnx_graph import copy_model
 from slimkit.passes.base import Context, Pass, PassConfig, PassResult, register
+from slimkit.passes.quantize import refuse_quantized
 
 
 class Fp16Config(PassConfig):
@@ -31,6 +32,7 @@ class Fp16(Pass):
         from onnxruntime.transformers.float16 import DEFAULT_OP_BLOCK_LIST, convert_float_to_float16
 
         assert isinstance(model, OnnxModel)
+        refuse_quantized(model, self.name)  # fp16 over int8 kernels only adds error, like quantizing twice
         block = sorted(set(DEFAULT_OP_BLOCK_LIST) | set(self.config.op_block_list))
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")

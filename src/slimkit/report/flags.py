@@ -1,7 +1,8 @@
 """Plain-language warnings about measurements, so a reader does not have to spot trade-offs in a table.
 
-Pure functions over `Measurement.as_dict()` dicts. Every candidate is compared with the reference
-measurement (never the reference with itself); a flag whose inputs are missing is not evaluated.
+Pure functions over `Measurement.as_dict()` dicts. Every candidate is compared with its baseline: the
+measurement its `baseline` key names (the plain export on its own runtime), else the reference (never the
+reference with itself); a flag whose inputs are missing is not evaluated.
 """
 
 from __future__ import annotations
@@ -118,6 +119,18 @@ def find_reference(measurements: list[dict], reference_label: str | None) -> dic
     return next((m for m in measurements if m.get("label") == reference_label), None)
 
 
+def baseline_of(measurement: dict, measurements: list[dict], reference_label: str | None) -> dict | None:
+    """What a candidate's size and speed are judged against: the row its `baseline` key names (the plain
+    fp32 export on the candidate's own runtime, so a runtime switch is not credited to a technique), else
+    the reference. Fidelity is always to the reference's outputs."""
+    named = measurement.get("baseline")
+    if named and named != measurement.get("label"):
+        found = find_reference(measurements, str(named))
+        if found is not None:
+            return found
+    return find_reference(measurements, reference_label)
+
+
 def fidelity_problems(measurement: dict) -> list[str] | None:
     """Which fidelity floors a candidate falls below; None when no fidelity figure was measured."""
     checks = (
@@ -144,6 +157,7 @@ def candidate_flags(candidate: dict, reference: dict | None) -> list[dict]:
     problems = fidelity_problems(candidate)
 
     speed = speed_verdict(rel)
+    base = f"the baseline ({candidate['baseline']})" if candidate.get("baseline") else "the reference"
     spread = rel.get("p50_ratio_spread")
     spread_text = f" (interquartile range over rounds {spread[0]:.2f}-{spread[1]:.2f})" if spread else ""
     fidelity = candidate.get("fidelity")
@@ -152,23 +166,23 @@ def candidate_flags(candidate: dict, reference: dict | None) -> list[dict]:
                            f"Its outputs cannot be compared with the reference's: {fidelity['error']}."))
     if size_r is not None and speed is not None and size_r <= SMALLER_SIZE_RATIO and speed != "faster":
         flags.append(_flag(label, "smaller-not-faster",
-                           f"It is {size_r:.2f}x the reference's size but its p50 latency is {p50_r:.2f}x"
+                           f"It is {size_r:.2f}x the size of {base} but its p50 latency is {p50_r:.2f}x"
                            f"{spread_text}, so the smaller model is not measurably faster here."))
     if speed == "slower":
         flags.append(_flag(label, "slower",
-                           f"Its p50 latency is {p50_r:.2f}x the reference's{spread_text}, so it is slower."))
+                           f"Its p50 latency is {p50_r:.2f}x that of {base}{spread_text}, so it is slower."))
     if problems:
         flags.append(_flag(label, "fidelity-drop",
                            f"Its outputs drift from the reference ({'; '.join(problems)})."))
     if problems and speed == "faster":
         flags.append(_flag(label, "faster-but-off",
-                           f"It is faster ({p50_r:.2f}x the reference's p50 latency) but not faithful to "
+                           f"It is faster ({p50_r:.2f}x the p50 latency of {base}) but not faithful to "
                            "the reference's outputs, so the speed-up is not free."))
     if accuracy_change(candidate, reference) == "drop":
         acc, ref_acc = value(candidate, "metrics", "accuracy"), value(reference, "metrics", "accuracy")
         flags.append(_flag(label, "accuracy-drop",
-                           f"Its accuracy is {acc:.4f} against the reference's {ref_acc:.4f} "
-                           f"(down {ref_acc - acc:.4f}, outside the reference's 95% interval)."))
+                           f"Its accuracy is {acc:.4f} against {ref_acc:.4f} for {base} "
+                           f"(down {ref_acc - acc:.4f}, outside that one's 95% interval)."))
     data = candidate.get("data")
     seen = data.get("seen_by") if isinstance(data, dict) else None
     if seen:
@@ -183,11 +197,11 @@ def candidate_flags(candidate: dict, reference: dict | None) -> list[dict]:
 
 
 def compute_flags(measurements: list[dict], reference_label: str | None) -> list[dict]:
-    """All flags for every candidate (every measurement but the reference), in measurement order."""
-    reference = find_reference(measurements, reference_label)
+    """All flags for every candidate (every measurement but the reference), each judged against its baseline,
+    in measurement order."""
     flags = []
     for measurement in measurements:
         if reference_label is not None and measurement.get("label") == reference_label:
             continue
-        flags.extend(candidate_flags(measurement, reference))
+        flags.extend(candidate_flags(measurement, baseline_of(measurement, measurements, reference_label)))
     return flags

@@ -6,7 +6,13 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from slimkit.report.flags import SMALLER_SIZE_RATIO, accuracy_change, find_reference, speed_verdict, value
+from slimkit.report.flags import (
+    SMALLER_SIZE_RATIO,
+    accuracy_change,
+    baseline_of,
+    speed_verdict,
+    value,
+)
 
 DASH = "–"
 
@@ -23,10 +29,11 @@ class Cell:
 MEASUREMENT_COLUMNS: tuple[tuple[str, str, bool], ...] = (
     ("model", "model", False),
     ("runtime", "runtime", False),
+    ("baseline", "vs", False),
     ("size", "size", True),
-    ("size_ratio", "size vs ref", True),
+    ("size_ratio", "size vs base", True),
     ("p50", "p50 ms", True),
-    ("p50_ratio", "p50 vs ref", True),
+    ("p50_ratio", "p50 vs base", True),
     ("p90", "p90 ms", True),
     ("cosine_mean", "cos mean", True),
     ("cosine_min", "cos min", True),
@@ -51,7 +58,10 @@ def human_size(n: float | None) -> str:
 
 
 def fmt_ratio(r: float | None) -> str:
-    return DASH if r is None else f"{r:.2f}x"
+    """Two decimals, or two significant digits below 0.1 so a large speed-up never reads 0.00x."""
+    if r is None:
+        return DASH
+    return f"{r:.2f}x" if r >= 0.1 else f"{r:.2g}x"
 
 
 def fmt_ms(ms: float | None) -> str:
@@ -74,7 +84,11 @@ def fmt_pct(v: float | None) -> str:
     return DASH if v is None else f"{100 * v:.1f}%"
 
 
-def _short(v: Any) -> str:
+def _short(v: Any, key: str = "") -> str:
+    """One stats value as short text; a byte count (key `size_bytes`, `file_bytes_before`, ...) in kB/MB."""
+    words = key.lower().split("_")
+    if ("bytes" in words or words[-1].endswith("bytes")) and isinstance(v, int | float) and not isinstance(v, bool):
+        return human_size(v)
     if isinstance(v, float):
         return f"{v:.3g}"
     if isinstance(v, list | tuple) and all(isinstance(x, int | str) for x in v):
@@ -93,7 +107,7 @@ def summarize_stats(stats: Any, limit: int = 90) -> str:
     elif "skipped" in stats:
         text = f"skipped: {stats['skipped']}"
     else:
-        text = ", ".join(f"{k}={_short(v)}" for k, v in stats.items())
+        text = ", ".join(f"{k}={_short(v, str(k))}" for k, v in stats.items())
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
@@ -123,7 +137,7 @@ def _p50_cell(rel: dict) -> Cell:
     p50_r, spread, verdict = rel.get("p50_ratio"), rel.get("p50_ratio_spread"), speed_verdict(rel)
     if p50_r is None:
         return Cell(DASH)
-    text = fmt_ratio(p50_r) + (f" ({spread[0]:.2f}-{spread[1]:.2f})" if spread else "")
+    text = fmt_ratio(p50_r) + (f" ({fmt_ratio(spread[0])[:-1]}-{fmt_ratio(spread[1])[:-1]})" if spread else "")
     if verdict == "same" and spread and spread[0] <= 1.0 <= spread[1]:
         text += " no measurable difference"
     return Cell(text, "good" if verdict == "faster" else "bad" if verdict == "slower" else "")
@@ -141,14 +155,17 @@ def _accuracy_cell(m: dict, reference: dict | None) -> Cell:
 
 
 def measurement_rows(report: dict) -> list[dict[str, Cell]]:
-    """One dict of cells per measurement, keyed like MEASUREMENT_COLUMNS."""
+    """One dict of cells per measurement, keyed like MEASUREMENT_COLUMNS; ratios are against each row's
+    baseline (the `vs` column), fidelity against the reference."""
     reference = report.get("reference")
+    measurements = report.get("measurements") or []
     ratios = ratios_by_label(report)
     flags = flags_by_label(report)
     rows = []
-    for m in report.get("measurements") or []:
+    for m in measurements:
         label = str(m.get("label") or m.get("model") or "?")
         is_ref = reference is not None and label == reference
+        base = None if is_ref else baseline_of(m, measurements, reference)
         rel = ratios.get(label, {})
         size_r = rel.get("size_ratio")
         if is_ref:
@@ -160,6 +177,7 @@ def measurement_rows(report: dict) -> list[dict[str, Cell]]:
         rows.append({
             "model": Cell(label, "ref" if is_ref else ""),
             "runtime": Cell(str(m.get("runtime") or DASH)),
+            "baseline": Cell("ref", "ref") if is_ref else Cell(str(base.get("label")) if base else DASH),
             "size": Cell(human_size(value(m, "size_bytes"))),
             "size_ratio": size_cell,
             "p50": Cell(fmt_ms(value(m, "latency_ms", "p50"))),
@@ -169,8 +187,7 @@ def measurement_rows(report: dict) -> list[dict[str, Cell]]:
             "cosine_min": Cell(fmt_fixed(value(m, "fidelity", "cosine_min"))),
             "max_abs_err": Cell(fmt_sci(value(m, "fidelity", "max_abs_err"))),
             "top1": Cell(fmt_pct(value(m, "fidelity", "top1_agreement"))),
-            "accuracy": _accuracy_cell(m, None if is_ref else find_reference(report.get("measurements") or [],
-                                                                              reference)),
+            "accuracy": _accuracy_cell(m, base),
             "flags": Cell(", ".join(model_flags) if model_flags else DASH, "warn" if model_flags else ""),
         })
     return rows
@@ -215,19 +232,32 @@ def search_sections(report: dict, top: int = 15) -> list[tuple[str, list[tuple[s
     return sections
 
 
-def training_curves(report: dict) -> list[tuple[str, dict[str, list[float]]]]:
-    """(pass, {series: per-epoch values}) for every pass that trained: its loss parts and its eval score."""
+def training_curves(report: dict) -> list[tuple[str, dict[str, list[float | None]]]]:
+    """(pass, {series: per-epoch values}) for every pass that trained: its loss parts and its eval score.
+
+    An epoch without a real value is None: a NaN/Inf (null in report.json) in any series, and in the score
+    the sentinel -2.0 that passes/recovery.py records for epochs before the model is ready to be scored
+    (e.g. before pruning reaches its target), which sits below any accuracy or cosine.
+    """
+    score_sentinel = -2.0
+
+    def real(k: str, v: Any) -> float | None:
+        if not isinstance(v, int | float) or isinstance(v, bool) or v != v or abs(v) == float("inf"):
+            return None
+        return None if k in ("score", "eval_score") and float(v) == score_sentinel else float(v)
+
     out = []
     for step in report.get("passes") or []:
         stats = step.get("stats") if isinstance(step, dict) else None
         if not isinstance(stats, dict):
             continue
         history = stats.get("history") or (stats.get("training") or {}).get("history")
-        if not history:
+        if not history or not all(isinstance(row, dict) for row in history):
             continue
         keys = [k for k in history[0] if k not in ("epoch", "steps", "lr")
-                and all(isinstance(row.get(k), int | float) for row in history)]
-        series = {k: [float(row[k]) for row in history] for k in keys}
+                and all(row.get(k) is None or isinstance(row.get(k), int | float) for row in history)]
+        series = {k: [real(k, row.get(k)) for row in history] for k in keys}
+        series = {k: vals for k, vals in series.items() if any(v is not None for v in vals)}
         if series:
             out.append((str(step.get("pass", "?")), series))
     return out

@@ -7,14 +7,19 @@ users and model files.
 from __future__ import annotations
 
 import json
+import math
 from html import escape
+from importlib import resources
+from pathlib import Path, PurePath
 from typing import Any
 
+from slimkit.report.context import run_context
 from slimkit.report.format import (
     DASH,
     MEASUREMENT_COLUMNS,
     SENSITIVITY_COLUMNS,
     TRIED_COLUMNS,
+    _short,
     fmt_ratio,
     measurement_rows,
     model_name,
@@ -29,7 +34,7 @@ _CSS = """
 * { box-sizing: border-box; }
 body { margin:0; background:var(--bg); color:var(--ink);
   font:14px/1.5 -apple-system,BlinkMacSystemFont,"Segoe UI",Roboto,"Helvetica Neue",Arial,sans-serif; }
-main { max-width:1200px; margin:0 auto; padding:32px 24px 48px; }
+main { max-width:1400px; margin:0 auto; padding:32px 24px 48px; }
 header h1 { margin:0 0 4px; font-size:24px; font-weight:600; }
 header .meta { margin:0; color:var(--muted); }
 header code { background:#eef1f5; padding:1px 6px; border-radius:4px; }
@@ -46,6 +51,15 @@ th { font-weight:600; color:var(--muted); font-size:12px; text-transform:upperca
 td.num, th.num { text-align:right; font-variant-numeric:tabular-nums; white-space:nowrap; }
 tr.ref td { background:#f5f7fa; font-weight:600; }
 .scroll { overflow-x:auto; }
+.measurements th:first-child, .measurements td:first-child { position:sticky; left:0; z-index:1;
+  background:var(--card); box-shadow:inset -1px 0 0 var(--line); }
+.measurements tr.ref td:first-child { background:#f5f7fa; }
+.measurements th, .measurements td { padding:6px 8px; }
+details.stats summary { cursor:pointer; }
+details.stats table.kv { margin-top:6px; }
+details.stats .kv th { width:auto; }
+ul.run { list-style:none; margin:0; padding:0; } ul.run li { margin:3px 0; }
+ul.run .label { color:var(--muted); font-weight:600; }
 .kv th { width:220px; text-transform:none; font-size:13px; letter-spacing:0; }
 code, .mono { font-family:SFMono-Regular,Menlo,Consolas,monospace; font-size:12.5px; }
 .good { color:var(--good); } .bad { color:var(--bad); } .warn { color:var(--warn); }
@@ -97,8 +111,32 @@ def _section(title: str, body: str, css_id: str, level: int = 2) -> str:
     return f'<section id="{esc(css_id)}"><h{level}>{esc(title)}</h{level}>{body}</section>'
 
 
+def builtin_recipe_name(source: Any) -> str | None:
+    """The name of the built-in recipe that `source` (Recipe.source: the YAML file's path) is, else None.
+
+    Built-ins load from the installed slimkit/recipes folder, so their source is a path into site-packages;
+    a report from another install is recognised by its .../slimkit/recipes/NAME.yaml path when this install
+    ships a recipe of that name.
+    """
+    if not source or not str(source).endswith((".yaml", ".yml")):
+        return None
+    path = PurePath(str(source))
+    try:
+        folder = resources.files("slimkit") / "recipes"
+        if not (folder / path.name).is_file():
+            return None
+        if Path(str(source)).resolve().parent == Path(str(folder)).resolve():
+            return path.stem
+    except (OSError, TypeError, ValueError, ModuleNotFoundError):
+        return None
+    return path.stem if path.parent.parts[-2:] == ("slimkit", "recipes") else None
+
+
 def _recipe(recipe: dict) -> str:
     info = {k: recipe.get(k) for k in ("name", "description", "source") if recipe.get(k)}
+    if info.get("source"):  # a built-in by its name, not the install path; a user's YAML file by its path
+        builtin = builtin_recipe_name(info["source"])
+        info["source"] = f"built-in recipe {builtin}" if builtin else str(info["source"])
     steps = []
     for step in recipe.get("passes") or []:
         step = dict(step) if isinstance(step, dict) else {"pass": step}
@@ -109,11 +147,46 @@ def _recipe(recipe: dict) -> str:
     return _kv_table(info) + (f'<ol class="steps">{"".join(steps)}</ol>' if steps else "")
 
 
+def _stat_value(key: str, value: Any, depth: int = 0) -> str:
+    """One value of a pass's full stats: byte counts in kB/MB (exact count on hover), small dicts as nested
+    key/value tables, lists of records (history, tried) as JSON, numbers to 6 significant digits."""
+    if value is None or value == "" or value == [] or value == {}:
+        return DASH
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    short = _short(value, key)
+    if isinstance(value, int | float) and short != _short(value):  # the key names a byte count
+        return f"<span title='{esc(f'{value:,} bytes')}'>{esc(short)}</span>"
+    if isinstance(value, float):
+        return esc(f"{value:.6g}")
+    if isinstance(value, dict) and depth < 2:
+        return _stats_table(value, depth + 1)
+    if isinstance(value, dict | list):
+        return f"<code>{esc(json.dumps(value, separators=(', ', ': '), default=str))}</code>"
+    return esc(short)
+
+
+def _stats_table(stats: dict, depth: int = 0) -> str:
+    rows = "".join(f"<tr><th>{esc(k)}</th><td>{_stat_value(str(k), v, depth)}</td></tr>" for k, v in stats.items())
+    return f'<table class="kv">{rows}</table>'
+
+
+def _stats_cell(short: str, stats: Any) -> str:
+    """The one-line summary; when it leaves something out, a <details> that opens on the full stats."""
+    cut = short.endswith("…") or (isinstance(stats, dict) and "skipped" in stats and len(stats) > 1)
+    if not cut:
+        return f"<td class='mono'>{esc(short)}</td>"
+    full = (_stats_table(stats) if isinstance(stats, dict)
+            else f"<code>{esc(json.dumps(stats, separators=(', ', ': '), default=str))}</code>")
+    return f"<td><details class='stats'><summary class='mono'>{esc(short)}</summary>{full}</details></td>"
+
+
 def _passes(report: dict) -> str:
+    steps = [p if isinstance(p, dict) else {} for p in report.get("passes") or []]
     rows = "".join(
         f"<tr><td>{esc(r['pass'])}</td><td>{esc(r['kinds'])}</td><td class='num'>{esc(r['seconds'])}</td>"
-        f"<td class='mono'>{esc(r['stats'])}</td></tr>"
-        for r in pass_rows(report)
+        f"{_stats_cell(r['stats'], step.get('stats'))}</tr>"
+        for r, step in zip(pass_rows(report), steps, strict=False)
     )
     head = "<tr><th>pass</th><th>kinds</th><th class='num'>seconds</th><th>stats</th></tr>"
     return f'<div class="scroll"><table><thead>{head}</thead><tbody>{rows}</tbody></table></div>'
@@ -131,9 +204,12 @@ def _measurements(report: dict) -> str:
             cells.append(f"<td class='{classes}'>{esc(cell.text)}</td>")
         body.append(f"<tr class='{'ref' if is_ref else ''}'>{''.join(cells)}</tr>")
     ref = report.get("reference")
-    caption = (f"<p class='empty'>Ratios are against the reference <strong>{esc(ref)}</strong>.</p>"
+    caption = (f"<p class='empty'>Fidelity is to the reference <strong>{esc(ref)}</strong>; size and speed "
+               "ratios are against the row named under <em>vs</em>: the plain export on the same runtime where "
+               "there is one, so a runtime switch is not credited to a technique.</p>"
                if ref else "<p class='empty'>No reference: ratios and comparisons are not available.</p>")
-    return (f'{caption}<div class="scroll"><table><thead><tr>{head}</tr></thead>'
+    # Wider than the page: it scrolls sideways inside its wrapper with the model label column kept in view.
+    return (f'{caption}<div class="scroll"><table class="measurements"><thead><tr>{head}</tr></thead>'
             f'<tbody>{"".join(body)}</tbody></table></div>')
 
 
@@ -162,21 +238,46 @@ def bar_chart(title: str, items: list[tuple[str, float, str]], note: str) -> str
             f'role="img" aria-label="{esc(title)}">{"".join(parts)}</svg></div>')
 
 
-def line_chart(title: str, series: dict[str, list[float]], note: str) -> str:
-    """Per-epoch curves as inline SVG, each series scaled to its own range (losses and scores differ)."""
-    width, height, left, top, plot_h = 520, 40 + 22 * len(series), 120, 10, 18
+def text_width(text: str, font_px: float = 12.0) -> float:
+    """A generous estimate of how wide `text` renders in the page's sans-serif font (SVG cannot measure
+    text without a script): 0.62em a character, a full em for symbols such as '→'."""
+    return sum(font_px * (1.0 if ord(c) > 0x2000 else 0.62) for c in text)
+
+
+def line_chart(title: str, series: dict[str, list[float | None]], note: str) -> str:
+    """Per-epoch curves as inline SVG, each series scaled to its own range (losses and scores differ).
+
+    A None is an epoch without a real value (not scored yet, or NaN/Inf): it is left out of the curve and of
+    its range, so a score curve starts at its first real score. The viewBox is as wide as the series names
+    on the left and the first → last labels on the right need, so neither is clipped.
+    """
+    pad, gap, plot_w, top, plot_h, row_h = 4, 8, 330, 10, 18, 22
+    shown = {name: [(j, float(v)) for j, v in enumerate(values) if v is not None and math.isfinite(v)]
+             for name, values in series.items()}
+    shown = {name: pts for name, pts in shown.items() if pts}
+    ends = {name: f"{pts[0][1]:.4g} → {pts[-1][1]:.4g}" for name, pts in shown.items()}
+    left = math.ceil(pad + gap + max([48.0, *(text_width(name) for name in shown)]))
+    end_x = left + plot_w + gap
+    width = math.ceil(end_x + max([0.0, *(text_width(t) for t in ends.values())]) + pad)
+    height = 2 * top + row_h * max(len(shown), 1) + 8
     rows = []
-    for i, (name, values) in enumerate(series.items()):
-        y0 = top + i * 22
-        lo, hi = min(values), max(values)
+    for i, (name, pts) in enumerate(shown.items()):
+        values = series[name]
+        y0 = top + i * row_h
+        lo, hi = min(v for _j, v in pts), max(v for _j, v in pts)
         span = (hi - lo) or 1.0
         n = max(len(values) - 1, 1)
-        points = " ".join(f"{left + 330 * j / n:.1f},{y0 + plot_h - plot_h * (v - lo) / span:.1f}"
-                          for j, v in enumerate(values))
-        rows.append(f'<g><title>{esc(name)}: {esc(", ".join(f"{v:.4g}" for v in values))}</title>'
-                    f'<text x="{left - 8}" y="{y0 + 14}" text-anchor="end">{esc(name)}</text>'
-                    f'<polyline points="{points}" fill="none" stroke="currentColor" stroke-width="1.5"/>'
-                    f'<text x="{left + 338}" y="{y0 + 14}">{esc(f"{values[0]:.4g} → {values[-1]:.4g}")}</text></g>')
+        xy = [(left + plot_w * j / n, y0 + plot_h - plot_h * (v - lo) / span) for j, v in pts]
+        points = " ".join(f"{x:.1f},{y:.1f}" for x, y in xy)
+        hover = ", ".join(DASH if v is None else f"{v:.4g}" for v in values)
+        if pts[0][0] > 0:
+            hover += f" (no real value before epoch {pts[0][0] + 1})"
+        mark = (f'<circle cx="{xy[0][0]:.1f}" cy="{xy[0][1]:.1f}" r="2" fill="currentColor"/>'
+                if len(xy) == 1 else "")
+        rows.append(f'<g><title>{esc(name)}: {esc(hover)}</title>'
+                    f'<text x="{left - gap}" y="{y0 + 14}" text-anchor="end">{esc(name)}</text>'
+                    f'<polyline points="{points}" fill="none" stroke="currentColor" stroke-width="1.5"/>{mark}'
+                    f'<text x="{end_x}" y="{y0 + 14}">{esc(ends[name])}</text></g>')
     return (f'<div class="chart"><h3>{esc(title)}</h3><p>{esc(note)}</p>'
             f'<svg class="bars" xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" '
             f'role="img" aria-label="{esc(title)}">{"".join(rows)}</svg></div>')
@@ -195,8 +296,9 @@ def _charts(report: dict) -> str:
     by_label = {str(r.get("model")): r for r in report.get("ratios") or []}
     charts = []
     for key, title, note in (
-        ("size_ratio", "Size vs reference", "Shorter is smaller; the dashed line is the reference (1.00x)."),
-        ("p50_ratio", "p50 latency vs reference", "Shorter is faster; the dashed line is the reference (1.00x)."),
+        ("size_ratio", "Size vs baseline", "Shorter is smaller; the dashed line is each row's baseline (1.00x)."),
+        ("p50_ratio", "p50 latency vs baseline",
+         "Shorter is faster; the dashed line is each row's baseline (1.00x)."),
     ):
         items = []
         for row in rows:
@@ -244,12 +346,25 @@ def _meta(report: dict) -> str:
     return " · ".join(meta)
 
 
+def _run(report: dict) -> str:
+    """The command line, what the figures were measured on and which data trained and selected."""
+    def part(label: str, text: str) -> str:
+        value = f"<code>{esc(text)}</code>" if label == "command" else esc(text)
+        return f"<span class='label'>{esc(label)}:</span> {value}"
+
+    items = "".join("<li>" + ", ".join(part(label, text) for label, text in line) + "</li>"
+                    for line in run_context(report))
+    return f'<ul class="run">{items}</ul>'
+
+
 def _sections(report: dict, prefix: str = "", level: int = 2) -> list[str]:
     """Every section of one report but the environment (a bundle shows that once)."""
     def section(title: str, body: str, css_id: str) -> str:
         return _section(title, body, prefix + css_id, level)
 
     out = []
+    if run_context(report):
+        out.append(section("How this was run", _run(report), "run"))
     if report.get("input"):
         out.append(section("Input model", _kv_table(report["input"]), "input"))
     if report.get("artifact"):

@@ -9,6 +9,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from slimkit.report.context import line_text, run_context
 from slimkit.report.format import (
     MEASUREMENT_COLUMNS,
     SENSITIVITY_COLUMNS,
@@ -23,13 +24,45 @@ _TONE_STYLE = {"good": "green", "bad": "red", "warn": "yellow", "ref": "bold", "
 
 
 def measurement_table(report: dict, title: str = "Measurements") -> Table:
-    """One row per measured model; ratios are against the report's reference."""
+    """One row per measured model; ratios are against the report's reference.
+
+    Labels (model, runtime, vs) never wrap: a long path (`bench runs/a/model.onnx ...`) shows as `…/a/model.onnx`,
+    the fewest trailing parts (folder and file name at least) that keep the labels apart; report.json keeps it
+    whole. A header wider than its numbers takes several lines; only long multi-word cells (a ratio with its
+    range, an accuracy with its interval, flags) wrap, at spaces, when the table is too wide.
+    """
+    import textwrap
+    from pathlib import PurePath
+
+    from rich.cells import cell_len
+
+    rows = measurement_rows(report)
+    labels = list(dict.fromkeys(row[key].text for row in rows for key in ("model", "baseline")))
+    parts = {label: PurePath(label).parts for label in labels}
+    shown = {}
+    for label in labels:
+        mine = parts[label]
+        shown[label] = label
+        if len(label) <= 32 or len(mine) < 3:
+            continue
+        for depth in range(2, len(mine)):
+            if not any(other != label and parts[other][-depth:] == mine[-depth:] for other in labels):
+                shown[label] = "…/" + str(PurePath(*mine[-depth:]))
+                break
     table = Table(title=title, title_justify="left", header_style="bold")
-    for _key, header, right in MEASUREMENT_COLUMNS:  # numbers never wrap; labels and flags fold, never truncate
-        table.add_column(header, justify="right" if right else "left", no_wrap=right, overflow="fold",
-                         min_width=None if right else 8)
-    for row in measurement_rows(report):
-        table.add_row(*(Text(row[key].text, style=_TONE_STYLE.get(row[key].tone, ""))
+    for key, header, right in MEASUREMENT_COLUMNS:
+        cells = [shown.get(row[key].text, row[key].text) for row in rows] or [""]
+        widest = max(cell_len(c) for c in cells)
+        label = key in ("model", "runtime", "baseline")
+        wraps = not label and (not right or (widest > 12 and any(" " in c for c in cells)))  # flags always
+        if right and cell_len(header) > widest + 1:  # a header wider than its numbers: one word a line
+            header = "\n".join(textwrap.wrap(header, width=max(widest, 4), break_long_words=False))
+        longest_word = max((cell_len(w) for c in cells for w in c.split()), default=0)
+        table.add_column(Text(header), justify="right" if right else "left", no_wrap=not wraps, overflow="fold",
+                         min_width=(longest_word if wraps else None) if right else 8)  # numbers never fold
+    for row in rows:
+        table.add_row(*(Text(shown.get(row[key].text, row[key].text) if key in ("model", "baseline")
+                             else row[key].text, style=_TONE_STYLE.get(row[key].tone, ""))
                         for key, _h, _r in MEASUREMENT_COLUMNS))
     return table
 
@@ -77,6 +110,8 @@ def print_report(report: dict, console: Console | None = None) -> None:
     where = artifact.get("path") or artifact.get("folder")
     if where:
         console.print(Text(f"artifact: {where}"))
+    for line in run_context(report):  # command line, what it was measured on, which data trained and selected
+        console.print(Text(line_text(line)))
     if report.get("passes"):
         console.print(passes_table(report))
     for table in search_tables(report):

@@ -16,10 +16,10 @@ def _atomic_write(path: Path, text: str) -> None:
     write_atomic(path, text.encode("utf-8"))
 
 
-def write_report(folder: Path, report: dict) -> tuple[Path, Path]:
-    """Write `folder`/report.json (indent 2) and `folder`/report.html; returns both paths."""
+def write_report(folder: Path, report: dict, stem: str = "report") -> tuple[Path, Path]:
+    """Write `folder`/STEM.json (indent 2) and `folder`/STEM.html; returns both paths."""
     data = to_jsonable(report)
-    return _write_pair(Path(folder), data, render_html(data))
+    return _write_pair(Path(folder), data, render_html(data), stem)
 
 
 def write_report_bundle(folder: Path, reports: list[dict], *, title: str = "slimkit reports",
@@ -30,11 +30,11 @@ def write_report_bundle(folder: Path, reports: list[dict], *, title: str = "slim
     return _write_pair(Path(folder), data, html_text)
 
 
-def _write_pair(folder: Path, data: dict, html_text: str) -> tuple[Path, Path]:
+def _write_pair(folder: Path, data: dict, html_text: str, stem: str = "report") -> tuple[Path, Path]:
     # Both texts exist before either file is touched, so a rendering error writes neither.
     json_text = json.dumps(data, indent=2, allow_nan=False) + "\n"
     folder.mkdir(parents=True, exist_ok=True)
-    json_path, html_path = folder / "report.json", folder / "report.html"
+    json_path, html_path = folder / f"{stem}.json", folder / f"{stem}.html"
     _atomic_write(json_path, json_text)
     _atomic_write(html_path, html_text)
     return json_path, html_path

@@ -232,7 +232,7 @@ def _score_key(metrics: dict[str, float], score_key: str | None) -> str:
 
 def _line(row: dict[str, Any], epochs: int) -> str:
     rest = " ".join(f"{k} {v:.4g}" for k, v in row.items() if k not in ("epoch", "steps", "lr"))
-    return f"epoch {row['epoch']}/{epochs} {rest} lr {row['lr']:.3g}"
+    return f"epoch {row['epoch']}/{epochs} {rest} lr {row['lr']:.3g} step {row['steps']}"
 
 
 @contextmanager
