@@ -127,7 +127,9 @@ def test_optimize_openvino_then_bench_json(capsys, mlp_onnx, work):
     assert ov["latency_ms"]["p50"] > 0 and ov["latency_ms"]["p90"] >= ov["latency_ms"]["p50"]
     assert ov["fidelity"]["cosine_mean"] >= 0.9999 and ov["fidelity"]["cosine_min"] >= 0.9999
     assert ov["fidelity"]["max_abs_err"] < 1e-3
-    assert ov["runtime"] == "openvino"
+    from slimkit.hardware import resolve_openvino_precision
+
+    assert ov["runtime"] == f"openvino {resolve_openvino_precision('auto')[0]}"  # the precision it ran at
 
 
 def test_bench_generated_inputs_without_data(capsys, mlp_onnx):

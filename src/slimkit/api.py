@@ -82,6 +82,7 @@ def optimize(
     to: str | None = None,
     overwrite: bool = False,
     keep_checkpoints: bool = True,
+    precision: str | None = None,
 ) -> OptimizeResult:
     """Run a recipe on a model, measure the result against the original, and optionally save it.
 
@@ -91,7 +92,8 @@ def optimize(
     (default `data`, flagged `measured-on-seen-data` when a pass saw it). Training checkpoints each epoch under
     `checkpoint_dir` and continues with `resume`. Labelled evaluation data is used whole unless
     `max_eval_samples` caps it. An earlier slimkit output at `output` is replaced only with `overwrite`.
-    With `keep_checkpoints` False the checkpoint folder is removed once the run has succeeded (they only
+    `precision` ('auto', 'f32', 'bf16', 'f16') sets an OpenVINO artifact's inference precision (default auto:
+    the fastest the CPU runs natively). With `keep_checkpoints` False the checkpoint folder is removed once the run has succeeded (they only
     serve `resume` after an interruption, and can weigh hundreds of MB).
     """
     check_run_options(threads=threads, batch_size=batch_size)
@@ -107,6 +109,12 @@ def optimize(
         from slimkit.pipeline import retarget
 
         recipe_obj = retarget(recipe_obj, to)
+    if precision is not None:
+        if not any(name == "to-openvino" for name, _ in recipe_obj.steps):
+            raise SlimkitError(f"--precision sets OpenVINO's inference precision, and recipe {recipe_obj.name} "
+                               "makes no OpenVINO artifact", "add --to openvino")
+        overrides = {**(overrides or {}), "to-openvino": {**(overrides or {}).get("to-openvino", {}),
+                                                          "precision": precision}}
     targeted: dict[str, dict] = {}
     if min_cosine is not None or max_drop is not None:
         targeted = target_overrides(recipe_obj, min_cosine, max_drop)
@@ -303,11 +311,36 @@ def bench(
     max_samples: int | None = None,
     labels: Sequence[str] | None = None,
     progress: Callable[[str], None] | None = None,
+    runtimes: Sequence[str] | None = None,
 ) -> list[Measurement]:
     """Measure one or more models on the same data, latency interleaved round by round; the reference (if any)
-    comes first. Labelled data is evaluated whole unless `max_samples` caps it."""
+    comes first. Labelled data is evaluated whole unless `max_samples` caps it.
+
+    `runtimes` ('onnxruntime', 'openvino'): measure each ONNX model on each of them, as "<label> [<runtime>]";
+    OpenVINO reads the ONNX file itself and runs it at the CPU's fastest native precision (`slimkit.hardware`).
+    """
     check_run_options(threads=threads, batch_size=batch_size)
+    known_runtimes = ("onnxruntime", "openvino")
+    if runtimes is not None:
+        names = runtimes.split(",") if isinstance(runtimes, str) else runtimes  # "onnxruntime,openvino" too
+        runtimes = list(dict.fromkeys(str(r).strip() for r in names))
+        unknown = [r for r in runtimes if r not in known_runtimes]
+        if unknown or not runtimes:
+            raise SlimkitError(f"--runtime {','.join(unknown) or '(none)'} is not a runtime slimkit can bench on",
+                               f"give one or more of {', '.join(known_runtimes)}, separated by commas")
+        if "openvino" in runtimes:
+            from slimkit.evaluate.runners import import_openvino
+
+            import_openvino()  # the openvino extra missing: its install line, before any work
     loaded = [_resolve_model(m, shapes=shapes, data=data) for m in models]
+    if runtimes is not None:
+        from slimkit.models.base import ModelKind
+
+        others = [labels[i] if labels else (m.source or f"model {i + 1}")
+                  for i, m in enumerate(loaded) if m.kind != ModelKind.ONNX]
+        if others:
+            raise SlimkitError(f"--runtime measures ONNX models only, and not {', '.join(map(str, others))}",
+                               "convert it first (slimkit convert MODEL --to onnx), or leave out --runtime")
     ref = _resolve_model(reference, shapes=shapes, data=data) if reference is not None else None
     from slimkit.models.limits import resolve_seq_len
 
@@ -317,6 +350,18 @@ def bench(
     say = progress or (lambda message: None)
     entries = [("reference", ref)] if ref is not None else []
     for i, model in enumerate(loaded):
-        entries.append((labels[i] if labels else (model.source or f"model {i + 1}"), model))
+        label = labels[i] if labels else (model.source or f"model {i + 1}")
+        if runtimes is None:
+            entries.append((label, model))
+            continue
+        from slimkit.models.base import OpenVinoModel
+
+        for runtime in runtimes:
+            if runtime == "onnxruntime":
+                entries.append((f"{label} [onnxruntime]", model))
+            else:  # OpenVINO reads the ONNX file directly (a proto-only model is written out first)
+                on_openvino = OpenVinoModel(path=model.ensure_file(), precision="auto")
+                on_openvino.carry_over(model)
+                entries.append((f"{label} [openvino]", on_openvino))
     say(f"measuring {len(entries)} models, interleaved")
     return evaluator.measure_all(entries)

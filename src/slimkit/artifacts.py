@@ -59,6 +59,8 @@ def write_artifact(model: WorkingModel, folder: Path, filename: str | None = Non
     }
     if model.max_positions:
         sidecar["max_positions"] = model.max_positions
+    if getattr(model, "precision", None) and model.kind == ModelKind.OPENVINO:
+        sidecar["inference_precision"] = model.precision  # also in the IR's runtime_options
     sidecar_path = folder / (SIDECAR if name.startswith("model.") else f"{Path(name).stem}.{SIDECAR}")
     sidecar_path.write_text(json.dumps(sidecar, indent=2))
     return target

@@ -65,7 +65,11 @@ def build_parser() -> argparse.ArgumentParser:
                    "(default: OUTPUT.checkpoints, removed once the run succeeds)")
     p.add_argument("--resume", action="store_true", help="continue interrupted training from --checkpoint-dir")
     p.add_argument("--to", choices=["onnx", "openvino", "tflite"],
-                   help="artifact format at the end (e.g. --recipe fp16 --to tflite: fp16 TFLite)")
+                   help="artifact format at the end (e.g. --recipe fp16 --to tflite: fp16 TFLite; "
+                   "--recipe int8-static --to openvino: NNCF int8 for OpenVINO)")
+    p.add_argument("--precision", choices=["auto", "f32", "bf16", "f16"],
+                   help="OpenVINO inference precision, stored with the artifact (default auto: bf16 where the "
+                   "CPU runs it natively, else f32; one it would emulate falls back to f32, with the reason)")
     _common(p)
 
     p = sub.add_parser("bench", help="measure models: size, latency, fidelity vs --reference, accuracy")
@@ -73,6 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reference", help="model to compare against (fidelity and ratios)")
     p.add_argument("--max-samples", type=int, default=None,
                    help="cap the samples used for fidelity/accuracy (default: labelled data whole, else 256)")
+    p.add_argument("--runtime", metavar="NAME[,NAME]",
+                   help="measure each ONNX model on each of these runtimes, interleaved: onnxruntime, openvino "
+                   "(OpenVINO at the CPU's fastest native precision; see slimkit inspect)")
     _common(p, json_help="one JSON object per line (JSON Lines): the reference first, then each model")
 
     p = sub.add_parser("recipes", help="list built-in recipes")
@@ -190,6 +197,21 @@ def cmd_inspect(args) -> int:
         for w in info["largest"]:
             big.add_row(Text(w["name"]), "x".join(map(str, w["shape"])), w["dtype"], f"{w['params']:,}")
         console.print(big)
+    hw = info.get("hardware") or {}
+    console.print(Text(f"CPU: {hw.get('cpu_model') or 'unknown'} ({hw.get('logical_cores') or '?'} logical cores)",
+                       style="bold"))
+    features = hw.get("features")
+    line = Text("CPU features: ")
+    if features is None:
+        line.append("unknown (no /proc/cpuinfo flags)", style="dim")
+    for i, (name, present) in enumerate((features or {}).items()):
+        line.append(("  " if i else "") + f"{name} {'yes' if present else 'no'}", style="green" if present else "dim")
+    console.print(line)
+    if hw.get("openvino_capabilities"):
+        console.print(Text(f"OpenVINO: {hw['openvino_precision']} ({hw['openvino_precision_reason']})"))
+    else:
+        console.print(Text("OpenVINO: not installed (pip install 'slimkit[openvino]')", style="dim"))
+    console.print(Text(f"int8 kernels: {hw.get('int8_kernels')}"))
     return 0
 
 
@@ -216,7 +238,7 @@ def cmd_optimize(args) -> int:
                           shapes=_shapes(args), progress=say, min_cosine=args.min_cosine, max_drop=args.max_drop,
                           train_data=args.train_data, checkpoint_dir=checkpoints, resume=args.resume,
                           overrides=overrides, to=args.to, overwrite=args.overwrite,
-                          keep_checkpoints=args.checkpoint_dir is not None)
+                          keep_checkpoints=args.checkpoint_dir is not None, precision=args.precision)
     code = _print_result(args, result.report, extra={"output": str(args.output)})
     from slimkit.api import targets_missed
 
@@ -248,7 +270,8 @@ def cmd_bench(args) -> int:
     with _status(args) as say:
         results = bench(models, reference=reference, data=args.data, threads=args.threads,
                         batch_size=args.batch_size, seq_len=args.seq_len, shapes=_shapes(args),
-                        max_samples=args.max_samples, labels=args.models, progress=say)
+                        max_samples=args.max_samples, labels=args.models, progress=say,
+                        runtimes=args.runtime.split(",") if args.runtime is not None else None)
     report = build_report(command="bench", input_model={"model": ", ".join(args.models)},
                           measurements=[m.as_dict() for m in results],
                           reference_label="reference" if reference is not None else None, threads=args.threads)

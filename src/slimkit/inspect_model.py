@@ -55,7 +55,31 @@ def inspect_model(model: WorkingModel, top: int = 10, data: Any = None) -> dict[
     info["largest"] = [{"name": n, "shape": s, "params": c, "dtype": d} for n, s, c, d in weights[:top]]
     if model.kind == ModelKind.OPENVINO:
         info["outputs"] = []
+    info["hardware"] = hardware_info()
     return info
+
+
+# The CPU features that decide which precision runs fast, each from the /proc/cpuinfo flags that provide it.
+CPU_FEATURES = {
+    "AVX2": ("avx2",),
+    "AVX-512": ("avx512f",),
+    "VNNI": ("avx512_vnni", "avx_vnni"),
+    "BF16": ("avx512_bf16", "amx_bf16"),
+    "AMX": ("amx_tile",),
+    "FP16": ("avx512_fp16", "amx_fp16"),
+}
+
+
+def hardware_info() -> dict[str, Any]:
+    """`slimkit.hardware.hardware_plan()` plus `features`: each of CPU_FEATURES present or not (None where the
+    CPU flags cannot be read, e.g. no /proc/cpuinfo)."""
+    from slimkit.hardware import hardware_plan
+
+    plan = hardware_plan()
+    flags = plan.get("cpu_flags")
+    plan["features"] = (None if flags is None else
+                        {name: any(flags.get(f, False) for f in sources) for name, sources in CPU_FEATURES.items()})
+    return plan
 
 
 def _all_nodes(graph):

@@ -53,13 +53,42 @@ def retarget(recipe: Recipe, to: str) -> Recipe:
                                "(prune-channels-30, distill, ...), fp16, or --to onnx / openvino")
         return Recipe(f"{recipe.name}+tflite", recipe.description, work + [("to-tflite", {})], recipe.source)
     if to == "openvino":
-        if recipe.steps and recipe.steps[-1][0] == "to-openvino":
-            return recipe
-        return Recipe(f"{recipe.name}+openvino", recipe.description, recipe.steps + [("to-openvino", {})],
-                      recipe.source)
+        return _to_openvino(recipe)
     if to == "onnx":
         return recipe
     raise SlimkitError(f"unknown output format '{to}'", "choose onnx, openvino or tflite")
+
+
+# ONNX Runtime quantization passes and what does their job on OpenVINO (NNCF), with the config carried over.
+_OPENVINO_EQUIVALENT = {
+    "int8-static": lambda cfg: ("ov-int8", {}),
+    "int8-auto": lambda cfg: ("ov-int8-auto", {k: cfg[k] for k in ("min_cosine", "max_drop") if k in cfg}),
+    "weight-only": lambda cfg: ("ov-weights", {"bits": cfg.get("bits", 4),
+                                               "group_size": cfg.get("block_size", 128),
+                                               "symmetric": cfg.get("symmetric", False)}),
+    # OpenVINO has no dynamic-quantization graph; int8 weights with activations quantized by its CPU plugin
+    # at run time is the same idea.
+    "int8-dynamic": lambda cfg: ("ov-weights", {"bits": 8}),
+}
+_ORT_ONLY = ("transformer-fusion",)  # its fused ops (com.microsoft) exist only in ONNX Runtime
+_NOT_TO_OPENVINO = ("to-slim", "to-tflite", "to-keras")
+
+
+def _to_openvino(recipe: Recipe) -> Recipe:
+    """ONNX work first, then to-openvino, then the OpenVINO (NNCF) equivalent of each quantization pass; refused
+    before any work when a step ends in a format OpenVINO cannot take."""
+    if recipe.steps and recipe.steps[-1][0] == "to-openvino":
+        return recipe
+    blocked = [n for n, _ in recipe.steps if n in _NOT_TO_OPENVINO]
+    if blocked:
+        raise SlimkitError(f"recipe {recipe.name} cannot end in OpenVINO: {', '.join(blocked)} makes another "
+                           "format", "drop --to openvino, or use a recipe that ends in ONNX")
+    before = [(n, c) for n, c in recipe.steps if n not in _OPENVINO_EQUIVALENT and n not in _ORT_ONLY]
+    after = [_OPENVINO_EQUIVALENT[n](c or {}) for n, c in recipe.steps if n in _OPENVINO_EQUIVALENT]
+    if any(n in _OPENVINO_EQUIVALENT for n, _ in recipe.steps) and not any(n == "to-onnx" for n, _ in before):
+        before.insert(0, ("to-onnx", {}))
+    return Recipe(f"{recipe.name}+openvino", recipe.description, before + [("to-openvino", {})] + after,
+                  recipe.source)
 
 
 def builtin_recipes() -> dict[str, Path]:

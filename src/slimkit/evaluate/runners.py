@@ -123,6 +123,13 @@ class OrtRunner(Runner):
         return [o for o in out if isinstance(o, np.ndarray)]
 
 
+def _stored_precision(ov_model) -> str | None:
+    key = ["runtime_options", "INFERENCE_PRECISION_HINT"]
+    if not ov_model.has_rt_info(key):
+        return None
+    return str(ov_model.get_rt_info(key).astype(str))
+
+
 def import_openvino():
     """Import OpenVINO with its usage telemetry switched off (it would try to reach the network)."""
     os.environ.setdefault("OPENVINO_TELEMETRY_ENABLE", "0")
@@ -134,20 +141,26 @@ class OpenVinoRunner(Runner):
     runtime = "openvino"
 
     def __init__(self, model: OpenVinoModel, threads: int) -> None:
+        from slimkit.hardware import resolve_openvino_precision
+
         ov = import_openvino()
         core = ov.Core()
-        config = {
-            "INFERENCE_NUM_THREADS": threads,
-            # Without this hint OpenVINO runs fp32 models in bf16 on CPUs with AMX: not what was asked.
-            "INFERENCE_PRECISION_HINT": "f32",
-            "PERFORMANCE_HINT": "LATENCY",
-            "NUM_STREAMS": 1,
-        }
+        config = {"INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": 1}
         try:
-            self.compiled = core.compile_model(str(model.path), "CPU", config)
+            ov_model = core.read_model(str(model.path))
+            # The precision the artifact carries (to-openvino stores it) is what it deploys with, so it is what
+            # it is measured with; else the model's own setting, else the CPU's fastest native one.
+            stored = _stored_precision(ov_model)
+            wanted = model.precision if model.precision != "auto" else (stored or "auto")
+            config["INFERENCE_PRECISION_HINT"] = resolve_openvino_precision(wanted)[0]
+            self.compiled = core.compile_model(ov_model, "CPU", config)
         except Exception as exc:
             raise SlimkitError(f"OpenVINO cannot load {model.path}: {first_line(exc)}",
                                "convert the model again with slimkit convert --to openvino") from exc
+        hint = str(self.compiled.get_property("INFERENCE_PRECISION_HINT"))
+        self.precision = {"float32": "f32", "bfloat16": "bf16", "float16": "f16"}.get(
+            hint.split("'")[1] if "'" in hint else hint, hint)
+        self.runtime = f"openvino {self.precision}"
         self.request = self.compiled.create_infer_request()
         self.input_specs = []
         for port in self.compiled.inputs:

@@ -194,14 +194,23 @@ class OnnxModel(WorkingModel):
 
 @dataclass
 class OpenVinoModel(WorkingModel):
-    """An OpenVINO IR artifact: `model.xml` with its weights in `model.bin` beside it."""
+    """An OpenVINO IR artifact: `model.xml` with its weights in `model.bin` beside it (or an ONNX file, which
+    OpenVINO reads directly: `bench --runtime openvino`).
+
+    `precision` is the inference precision it is measured and deployed at ('f32', 'bf16', 'f16'); 'auto'
+    resolves from the CPU (see `slimkit.hardware`). to-openvino stores it in the IR's runtime info
+    (`runtime_options/INFERENCE_PRECISION_HINT`), which OpenVINO applies when it compiles the model.
+    """
 
     path: Path | None = None
+    precision: str = "auto"
     kind: ModelKind = ModelKind.OPENVINO
 
     def files(self) -> list[Path]:
         if self.path is None:
             return []
+        if self.path.suffix == ".onnx":
+            return [self.path, *sorted(self.path.parent.glob(self.path.name + ".data"))]
         return [self.path, self.path.with_suffix(".bin")]
 
 

@@ -155,5 +155,5 @@ def _load_builtin_passes() -> None:
     import importlib
 
     for module in ("convert", "fp16", "fusion", "quantize", "mixed_precision", "fake_quant", "cluster", "factorize",
-                   "prune", "sparse_storage", "prune_structured", "distill", "archive", "to_keras"):
+                   "prune", "sparse_storage", "prune_structured", "distill", "archive", "to_keras", "openvino_quant"):
         importlib.import_module(f"slimkit.passes.{module}")

@@ -228,6 +228,9 @@ class OnnxCleanup(Pass):
 class ToOpenVinoConfig(PassConfig):
     # fp16 weight compression halves the IR; off by default so the IR matches the ONNX numerics.
     compress_to_fp16: bool = False
+    # Inference precision, stored in the IR: auto = the fastest the CPU runs natively (bf16 with AMX or
+    # AVX-512 BF16, else f32; see slimkit.hardware). f32 keeps exact f32 numerics.
+    precision: Literal["auto", "f32", "bf16", "f16"] = "auto"
 
 
 @register
@@ -252,11 +255,17 @@ class ToOpenVino(Pass):
         except Exception as exc:
             raise SlimkitError(f"OpenVINO cannot convert this model: {first_line(exc, 200)}",
                                "check that every op is supported by OpenVINO's ONNX frontend") from exc
+        from slimkit.hardware import resolve_openvino_precision
+
+        precision, why = resolve_openvino_precision(self.config.precision)
+        # OpenVINO applies runtime_options from the IR when it compiles it, so the artifact deploys as measured.
+        converted.set_rt_info(precision, ["runtime_options", "INFERENCE_PRECISION_HINT"])
         xml = folder / "model.xml"
         ov.save_model(converted, str(xml), compress_to_fp16=self.config.compress_to_fp16)
-        result = OpenVinoModel(path=xml)
+        result = OpenVinoModel(path=xml, precision=precision)
         result.carry_over(model)
-        return PassResult(result, {"openvino_version": ov.__version__, "compress_to_fp16": self.config.compress_to_fp16})
+        return PassResult(result, {"openvino_version": ov.__version__, "compress_to_fp16": self.config.compress_to_fp16,
+                                   "precision": precision, "precision_reason": why})
 
 
 class ToTfliteConfig(PassConfig):

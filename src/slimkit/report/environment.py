@@ -18,7 +18,8 @@ PACKAGES = (
 # Instruction sets that decide whether int8 kernels beat fp32 ones on x86.
 INT8_CPU_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_tile")
 # What a report records: the int8 ones plus AMX's int8/bf16 units and AVX-512 bf16 (fast bf16 matmuls).
-CPU_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_tile", "amx_int8", "amx_bf16")
+CPU_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "avx512_fp16", "amx_tile", "amx_int8",
+             "amx_bf16", "amx_fp16")
 
 _CPUINFO = Path("/proc/cpuinfo")
 
