@@ -123,6 +123,19 @@ class OrtRunner(Runner):
         return [o for o in out if isinstance(o, np.ndarray)]
 
 
+def _low_bit(ov_model) -> str:
+    """'int8+' for NNCF-quantized models (FakeQuantize), 'w4+' / 'w8+' for compressed weights: the precision
+    hint then only covers the float parts, and the runtime label should say so."""
+    types = {op.get_type_name() for op in ov_model.get_ops()}
+    if "FakeQuantize" in types:
+        return "int8+"
+    consts = {op.get_output_element_type(0).get_type_name() for op in ov_model.get_ops()
+              if op.get_type_name() == "Constant"}
+    if consts & {"u4", "i4"}:
+        return "w4+"
+    return "w8+" if consts & {"u8", "i8"} else ""
+
+
 def _stored_precision(ov_model) -> str | None:
     key = ["runtime_options", "INFERENCE_PRECISION_HINT"]
     if not ov_model.has_rt_info(key):
@@ -160,7 +173,7 @@ class OpenVinoRunner(Runner):
         hint = str(self.compiled.get_property("INFERENCE_PRECISION_HINT"))
         self.precision = {"float32": "f32", "bfloat16": "bf16", "float16": "f16"}.get(
             hint.split("'")[1] if "'" in hint else hint, hint)
-        self.runtime = f"openvino {self.precision}"
+        self.runtime = f"openvino {_low_bit(ov_model)}{self.precision}"
         self.request = self.compiled.create_infer_request()
         self.input_specs = []
         for port in self.compiled.inputs:
