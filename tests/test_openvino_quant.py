@@ -127,3 +127,11 @@ def test_cli_int8_static_to_openvino(capsys, tmp_path, digits_cache):
     assert code == 0
     report = json.loads(out)["report"]  # NNCF's progress bars stay out of stdout: one JSON document
     assert report["passes"][-1]["pass"] == "ov-int8" and (tmp_path / "out" / "model.xml").exists()
+
+
+def test_too_few_calibration_samples_are_refused(mlp):
+    from slimkit.datasets import digits_arrays
+
+    x, y = digits_arrays("val")
+    with pytest.raises(SlimkitError, match="too few calibration samples: 8"):
+        optimize(mlp, "openvino-int8", data={"x": x[:8], "labels": y[:8]}, measure=False)

@@ -164,7 +164,8 @@ class OpenVinoRunner(Runner):
             # The precision the artifact carries (to-openvino stores it) is what it deploys with, so it is what
             # it is measured with; else the model's own setting, else the CPU's fastest native one.
             stored = _stored_precision(ov_model)
-            wanted = model.precision if model.precision != "auto" else (stored or "auto")
+            asked = getattr(model, "precision", "auto")  # an OnnxModel may be handed over as is: auto
+            wanted = asked if asked != "auto" else (stored or "auto")
             config["INFERENCE_PRECISION_HINT"] = resolve_openvino_precision(wanted)[0]
             self.compiled = core.compile_model(ov_model, "CPU", config)
         except Exception as exc:
