@@ -93,8 +93,8 @@ def optimize(
     `checkpoint_dir` and continues with `resume`. Labelled evaluation data is used whole unless
     `max_eval_samples` caps it. An earlier slimkit output at `output` is replaced only with `overwrite`.
     `precision` ('auto', 'f32', 'bf16', 'f16') sets an OpenVINO artifact's inference precision (default auto:
-    the fastest the CPU runs natively). With `keep_checkpoints` False the checkpoint folder is removed once the run has succeeded (they only
-    serve `resume` after an interruption, and can weigh hundreds of MB).
+    the fastest the CPU runs natively). With `keep_checkpoints` False the checkpoint folder is removed once the
+    run has succeeded (checkpoints only serve `resume` after an interruption, and can weigh hundreds of MB).
     """
     check_run_options(threads=threads, batch_size=batch_size)
     say = progress or (lambda message: None)
