@@ -6,12 +6,13 @@ STAMP := $(VENV)/.slimkit-installed
 
 .PHONY: demo test lint bench clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	# torch first: the pinned CPU build from this machine's disk (a bare `torch` pulls CUDA).
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e '.[all]'
+	# constraints.txt only steers pip's resolver (it would otherwise backtrack for many minutes).
+	$(BIN)/pip install -q -c constraints.txt -e '.[all]'
 	touch $(STAMP)
 
 demo: $(STAMP)
