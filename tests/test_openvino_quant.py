@@ -101,6 +101,11 @@ def test_quantizing_an_openvino_int8_model_again_is_refused(mlp, tmp_path):
             "again", "", [("ov-weights", {"bits": 8})]), measure=False)
 
 
+def test_openvino_recipes_are_left_as_they_are_by_to_openvino():
+    for name in ("openvino", "openvino-int8", "openvino-int4-weight"):
+        assert retarget(load_recipe(name), "openvino").steps == load_recipe(name).steps
+
+
 def test_recipes_that_cannot_reach_openvino_say_why_before_any_work(capsys, tmp_path):
     with pytest.raises(SlimkitError, match="to-slim"):
         retarget(load_recipe("deep-compression"), "openvino")

@@ -77,7 +77,7 @@ _NOT_TO_OPENVINO = ("to-slim", "to-tflite", "to-keras")
 def _to_openvino(recipe: Recipe) -> Recipe:
     """ONNX work first, then to-openvino, then the OpenVINO (NNCF) equivalent of each quantization pass; refused
     before any work when a step ends in a format OpenVINO cannot take."""
-    if recipe.steps and recipe.steps[-1][0] == "to-openvino":
+    if any(name == "to-openvino" for name, _ in recipe.steps):  # already an OpenVINO recipe (openvino-int8, ...)
         return recipe
     blocked = [n for n, _ in recipe.steps if n in _NOT_TO_OPENVINO]
     if blocked:
