@@ -13,6 +13,7 @@ from slimkit.cli import main
 from slimkit.errors import SlimkitError
 from slimkit.evaluate.runners import make_runner
 from slimkit.hardware import native_openvino_precisions, resolve_openvino_precision
+from slimkit.models.base import ModelKind
 from slimkit.models.loading import load
 from slimkit.pipeline import load_recipe, plan, retarget
 
@@ -95,10 +96,11 @@ def test_weight_recipes_to_openvino_compress_weights(mlp, recipe, bits):
 
 
 def test_quantizing_an_openvino_int8_model_again_is_refused(mlp, tmp_path):
+    from slimkit.pipeline import Recipe
+
     optimize(mlp, "openvino-int8-weight", measure=False).save(tmp_path / "w8")
     with pytest.raises(SlimkitError, match="already quantized"):
-        optimize(tmp_path / "w8" / "model.xml", load_recipe("openvino-int8-weight").__class__(
-            "again", "", [("ov-weights", {"bits": 8})]), measure=False)
+        optimize(tmp_path / "w8" / "model.xml", Recipe("again", "", [("ov-weights", {"bits": 8})]), measure=False)
 
 
 def test_openvino_recipes_are_left_as_they_are_by_to_openvino():
@@ -110,12 +112,13 @@ def test_recipes_that_cannot_reach_openvino_say_why_before_any_work(capsys, tmp_
     with pytest.raises(SlimkitError, match="to-slim"):
         retarget(load_recipe("deep-compression"), "openvino")
     with pytest.raises(SlimkitError, match="group_size"):  # a bad config is refused when planning
-        plan(load_recipe("openvino-int4-weight"), load_recipe("onnx") and __import__(
-            "slimkit.models.base", fromlist=["ModelKind"]).ModelKind.TORCH, {"ov-weights": {"group_size": 48}})
+        plan(load_recipe("openvino-int4-weight"), ModelKind.TORCH, {"ov-weights": {"group_size": 48}})
 
 
 def test_cli_int8_static_to_openvino(capsys, tmp_path, digits_cache):
-    x, y = __import__("slimkit.datasets", fromlist=["digits_arrays"]).digits_arrays("val")
+    from slimkit.datasets import digits_arrays
+
+    x, y = digits_arrays("val")
     np.savez(tmp_path / "val.npz", x=x, labels=y)
     (tmp_path / "f.py").write_text("from slimkit.zoo import DigitsMLP\n\ndef make():\n    return DigitsMLP()\n")
     from safetensors.torch import save_file
