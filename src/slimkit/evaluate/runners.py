@@ -123,24 +123,30 @@ class OrtRunner(Runner):
         return [o for o in out if isinstance(o, np.ndarray)]
 
 
-def _low_bit(ov_model) -> str:
-    """'int8+' for NNCF-quantized models (FakeQuantize), 'w4+' / 'w8+' for compressed weights: the precision
-    hint then only covers the float parts, and the runtime label should say so."""
+# Where an OpenVINO IR carries its inference precision; OpenVINO applies runtime_options when it compiles it.
+PRECISION_RT_KEY = ["runtime_options", "INFERENCE_PRECISION_HINT"]
+
+
+def low_bit_form(ov_model) -> str:
+    """How an OpenVINO model is already quantized: 'int8' (FakeQuantize), 'fp8' (FakeConvert), 'w4' / 'w8'
+    (compressed weight constants), or '' for a float model."""
     types = {op.get_type_name() for op in ov_model.get_ops()}
     if "FakeQuantize" in types:
-        return "int8+"
+        return "int8"
+    if "FakeConvert" in types:
+        return "fp8"
     consts = {op.get_output_element_type(0).get_type_name() for op in ov_model.get_ops()
               if op.get_type_name() == "Constant"}
     if consts & {"u4", "i4"}:
-        return "w4+"
-    return "w8+" if consts & {"u8", "i8"} else ""
+        return "w4"
+    return "w8" if consts & {"u8", "i8"} else ""
 
 
-def _stored_precision(ov_model) -> str | None:
-    key = ["runtime_options", "INFERENCE_PRECISION_HINT"]
-    if not ov_model.has_rt_info(key):
+def stored_precision(ov_model) -> str | None:
+    """The inference precision an IR carries (to-openvino stores it), or None."""
+    if not ov_model.has_rt_info(PRECISION_RT_KEY):
         return None
-    return str(ov_model.get_rt_info(key).astype(str))
+    return str(ov_model.get_rt_info(PRECISION_RT_KEY).astype(str))
 
 
 def import_openvino():
@@ -163,7 +169,7 @@ class OpenVinoRunner(Runner):
             ov_model = core.read_model(str(model.path))
             # The precision the artifact carries (to-openvino stores it) is what it deploys with, so it is what
             # it is measured with; else the model's own setting, else the CPU's fastest native one.
-            stored = _stored_precision(ov_model)
+            stored = stored_precision(ov_model)
             asked = getattr(model, "precision", "auto")  # an OnnxModel may be handed over as is: auto
             wanted = asked if asked != "auto" else (stored or "auto")
             config["INFERENCE_PRECISION_HINT"] = resolve_openvino_precision(wanted)[0]
@@ -174,7 +180,9 @@ class OpenVinoRunner(Runner):
         hint = str(self.compiled.get_property("INFERENCE_PRECISION_HINT"))
         self.precision = {"float32": "f32", "bfloat16": "bf16", "float16": "f16"}.get(
             hint.split("'")[1] if "'" in hint else hint, hint)
-        self.runtime = f"openvino {_low_bit(ov_model)}{self.precision}"
+        # For a quantized model the precision hint covers only its float parts: the label says both.
+        form = low_bit_form(ov_model)
+        self.runtime = f"openvino {form}+{self.precision}" if form else f"openvino {self.precision}"
         self.request = self.compiled.create_infer_request()
         self.input_specs = []
         for port in self.compiled.inputs:

@@ -244,7 +244,7 @@ class ToOpenVino(Pass):
     description = "ONNX -> OpenVINO IR"
 
     def run(self, model: WorkingModel, ctx: Context) -> PassResult:
-        from slimkit.evaluate.runners import import_openvino
+        from slimkit.evaluate.runners import PRECISION_RT_KEY, import_openvino
 
         assert isinstance(model, OnnxModel)
         ov = import_openvino()
@@ -259,7 +259,7 @@ class ToOpenVino(Pass):
 
         precision, why = resolve_openvino_precision(self.config.precision)
         # OpenVINO applies runtime_options from the IR when it compiles it, so the artifact deploys as measured.
-        converted.set_rt_info(precision, ["runtime_options", "INFERENCE_PRECISION_HINT"])
+        converted.set_rt_info(precision, PRECISION_RT_KEY)
         xml = folder / "model.xml"
         ov.save_model(converted, str(xml), compress_to_fp16=self.config.compress_to_fp16)
         result = OpenVinoModel(path=xml, precision=precision)

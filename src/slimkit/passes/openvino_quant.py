@@ -17,10 +17,8 @@ from pydantic import Field, model_validator
 from slimkit.errors import SlimkitError, require
 from slimkit.models.base import ModelKind, OpenVinoModel, WorkingModel
 from slimkit.passes.base import Context, Pass, PassConfig, PassResult, register
+from slimkit.passes.quantize import MIN_CALIBRATION_SAMPLES, calibration_data
 from slimkit.quiet import quiet_native
-
-MIN_CALIBRATION_SAMPLES = 16
-_PRECISION_KEY = ["runtime_options", "INFERENCE_PRECISION_HINT"]
 
 
 def _nncf():
@@ -41,13 +39,15 @@ def _write(ov_model, source, model: OpenVinoModel, ctx: Context, name: str) -> O
     from slimkit.evaluate.runners import import_openvino
 
     ov = import_openvino()
-    if source.has_rt_info(_PRECISION_KEY):
-        ov_model.set_rt_info(str(source.get_rt_info(_PRECISION_KEY).astype(str)), _PRECISION_KEY)
+    from slimkit.evaluate.runners import PRECISION_RT_KEY, stored_precision
+
+    precision = stored_precision(source)
+    if precision:
+        ov_model.set_rt_info(precision, PRECISION_RT_KEY)
     xml = ctx.scratch(name) / "model.xml"
     ov.save_model(ov_model, str(xml), compress_to_fp16=False)
     result = OpenVinoModel(path=xml, precision=model.precision)
     result.carry_over(model)
-    result.max_positions = model.max_positions
     return result
 
 
@@ -60,15 +60,7 @@ def is_transformer(ov_model) -> bool:
 
 def _samples(model: OpenVinoModel, ctx: Context, limit: int, what: str) -> tuple[list[dict], np.ndarray | None]:
     """Up to `limit` single-sample feeds from ctx.data (the calibration / selection set), and their labels."""
-    from slimkit.data import load_data
-
-    if ctx.data is None:
-        raise SlimkitError(f"{what} needs calibration data",
-                           f"pass --data with at least {MIN_CALIBRATION_SAMPLES} representative samples")
-    data = load_data(ctx.data, model, batch_size=1, seq_len=ctx.seq_len, shapes=ctx.shapes, max_samples=limit)
-    if data.generated or data.num_samples < MIN_CALIBRATION_SAMPLES:
-        raise SlimkitError(f"too few calibration samples: {data.num_samples}",
-                           f"give at least {MIN_CALIBRATION_SAMPLES} (a few hundred representative samples is better)")
+    data = calibration_data(model, ctx, limit, batch_size=1, what=what)
     labels = data.arrays()[1] if data.has_labels else None
     return [b.feed for b in data.batches], labels
 
@@ -268,10 +260,8 @@ class OvWeights(Pass):
 
 def _refuse_quantized(ov_model, pass_name: str) -> None:
     """FakeQuantize nodes (int8 PTQ) or low-bit constants (weight compression) mean it was quantized already."""
-    low_bit = {"u4", "i4", "u8", "i8"}
-    found = _ops_count(ov_model, {"FakeQuantize", "FakeConvert"}) or any(
-        op.get_type_name() == "Constant" and op.get_output_element_type(0).get_type_name() in low_bit
-        for op in ov_model.get_ops())
-    if found:
+    from slimkit.evaluate.runners import low_bit_form
+
+    if low_bit_form(ov_model):
         raise SlimkitError(f"{pass_name}: the OpenVINO model is already quantized",
                            "start from the float model; quantizing twice only adds error")

@@ -239,19 +239,26 @@ class _Reader:
         self._it = iter(self.feeds)
 
 
-def calibration_reader(model: OnnxModel, ctx: Context, max_samples: int) -> _Reader:
+def calibration_data(model: WorkingModel, ctx: Context, max_samples: int, *, batch_size: int = 8,
+                     what: str = "int8-static"):
+    """ctx.data as calibration batches, refused when absent, generated or under MIN_CALIBRATION_SAMPLES."""
     from slimkit.data import load_data
 
     if ctx.data is None:
-        raise SlimkitError("int8-static needs calibration data",
+        raise SlimkitError(f"{what} needs calibration data",
                            f"pass --data with at least {MIN_CALIBRATION_SAMPLES} representative samples")
-    data = load_data(ctx.data, model, batch_size=8, seq_len=ctx.seq_len, shapes=ctx.shapes, max_samples=max_samples)
+    data = load_data(ctx.data, model, batch_size=batch_size, seq_len=ctx.seq_len, shapes=ctx.shapes,
+                     max_samples=max_samples)
     if data.generated or data.num_samples < MIN_CALIBRATION_SAMPLES:
         raise SlimkitError(
             f"too few calibration samples: {data.num_samples}",
             f"give at least {MIN_CALIBRATION_SAMPLES} (a few hundred representative samples is better)",
         )
-    return _Reader([b.feed for b in data.batches])
+    return data
+
+
+def calibration_reader(model: OnnxModel, ctx: Context, max_samples: int) -> _Reader:
+    return _Reader([b.feed for b in calibration_data(model, ctx, max_samples).batches])
 
 
 class WeightOnlyConfig(PassConfig):
