@@ -21,7 +21,7 @@ from collections.abc import Iterator
 VERBOSE_ENV = "SLIMKIT_VERBOSE"
 NOISY_LOGGERS = (
     "absl", "tensorflow", "jax", "torchao", "litert_torch", "ai_edge_litert", "ai_edge_quantizer",
-    "torch", "torch.utils._pytree", "torch.export", "torch._dynamo", "torch.onnx", "onnxscript", "nncf",
+    "torch", "torch.utils._pytree", "torch.export", "torch._dynamo", "torch.onnx", "onnxscript", "onnx_ir", "nncf",
 )
 TAIL_LINES = 15
 

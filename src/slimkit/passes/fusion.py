@@ -71,7 +71,8 @@ def fuse_transformer(proto: onnx.ModelProto) -> tuple[onnx.ModelProto, dict[str,
 
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
         warnings.simplefilter("ignore")
-        logging.getLogger("onnxscript").setLevel(logging.ERROR)
+        for noisy in ("onnxscript", "onnx_ir"):  # onnx_ir logs a handled shape-inference error with a traceback
+            logging.getLogger(noisy).setLevel(logging.ERROR)
         model = ir.from_proto(proto)
         model, counts = optimize_for_ort(model)
         fused = ir.to_proto(model)
