@@ -24,7 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from modelfuzz.models import DEFAULT_CACHE, MODELS, FetchError, fetch_all, model_path  # noqa: E402
+from modelfuzz.models import DEFAULT_CACHE, MODELS, FetchError, ForeignModel, fetch_all, model_path  # noqa: E402
 from modelfuzz.mutate import KINDS, kind_for, mutant_name, mutate  # noqa: E402
 from modelfuzz.runner import (  # noqa: E402
     COMMANDS,
@@ -46,6 +46,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--fetch", action="store_true", help="download the models into the cache and stop")
     p.add_argument("--cache", type=Path, default=DEFAULT_CACHE, help=f"model cache (default {DEFAULT_CACHE})")
     p.add_argument("--models", default=",".join(MODELS), help=f"comma-separated, from {', '.join(MODELS)}")
+    p.add_argument("--file", type=Path, help="fuzz this local ONNX file instead (named after its stem)")
+    p.add_argument("--run-args", default="", help="with --file: extra options for bench and optimize, e.g. "
+                   "'--shape x=1x3x32x32'")
     p.add_argument("--mutants", type=int, default=50, help="mutants per model (default 50)")
     p.add_argument("--seed-start", type=int, default=0, help="first seed (default 0)")
     p.add_argument("--commands", default=",".join(COMMANDS), help="comma-separated, from inspect, bench, optimize")
@@ -89,6 +92,13 @@ def main(argv: list[str] | None = None) -> int:
         print()
         print(kinds_markdown(runs))
         return 0
+    if args.file is not None:
+        if not args.file.is_file():
+            print(f"error: no such file: {args.file}", file=sys.stderr)
+            return 2
+        MODELS[args.file.stem] = ForeignModel(args.file.stem, "", "", "", "", f"local file {args.file}",
+                                              tuple(args.run_args.split()))
+        return fuzz(args, {args.file.stem: args.file})
     names = [n.strip() for n in args.models.split(",") if n.strip()]
     try:
         models = {name: model_path(name, args.cache) for name in names} if not args.fetch \

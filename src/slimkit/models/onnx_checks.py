@@ -21,6 +21,9 @@ from slimkit.errors import SlimkitError, first_line
 # A tensor (a weight, or an input at its declared fixed dims) of more elements than this is refused before
 # anything allocates it: 2^31 float32 values are 8 GiB, far past any model slimkit measures on a CPU.
 MAX_ELEMENTS = 2**31
+# One input of more elements than this (1 GiB of float32) is refused: at its declared dims when loading a model,
+# at the shape data is generated at (`slimkit.data.generate_data`). A 10^9 dim is damage, not a model.
+MAX_INPUT_ELEMENTS = 2**28
 # ModelProto.SerializeToString (what onnx.checker does with a proto) fails past protobuf's 2 GiB limit.
 _PROTO_LIMIT = 2**31 - 1
 _RE_EXPORT = "the file is damaged or was not written by a working exporter; export it again"
@@ -133,15 +136,14 @@ def _product(dims: list[int]) -> int:
 
 
 def _check_input(value: Any, source: str) -> None:
-    """A graph input's declared fixed dims: none negative, and not so large that generated data cannot exist."""
+    """A graph input's declared fixed dims must not be so large that no data for it can exist. (A negative dim
+    is not refused: paddle2onnx writes -1 for a dynamic batch, and runtimes read it so.)"""
     if not value.type.HasField("tensor_type"):
         return
-    fixed = [d.dim_value for d in value.type.tensor_type.shape.dim if d.HasField("dim_value")]
-    if any(d < 0 for d in fixed):
-        raise SlimkitError(f"{source}: input '{value.name}' declares a negative dim {fixed}", _RE_EXPORT)
-    if _product(fixed) > MAX_ELEMENTS:
-        raise SlimkitError(f"{source}: input '{value.name}' declares dims {fixed} ({_product(fixed):.3g} elements), "
-                           "more than any run can allocate", _RE_EXPORT)
+    fixed = [d.dim_value for d in value.type.tensor_type.shape.dim if d.HasField("dim_value") and d.dim_value > 0]
+    if _product(fixed) > MAX_INPUT_ELEMENTS:
+        raise SlimkitError(f"{source}: input '{value.name}' declares dims {fixed} ({_product(fixed):.3g} elements "
+                           f"at batch 1, over the {MAX_INPUT_ELEMENTS:.3g} slimkit allocates)", _RE_EXPORT)
 
 
 def _known_types() -> frozenset[int]:
