@@ -132,6 +132,7 @@ def fuzz(args: argparse.Namespace, models: dict[str, Path]) -> int:
     command_line = "python benchmarks/fuzz_models.py " + " ".join(sys.argv[1:])
     print(f"command: {command_line}", flush=True)
     preload()
+    args.out.mkdir(parents=True, exist_ok=True)
     workdir = args.out / "work"
     shutil.rmtree(workdir, ignore_errors=True)
     log_path = args.out / "runs.jsonl"

@@ -27,11 +27,15 @@ MAX_INPUT_ELEMENTS = 2**28
 # ModelProto.SerializeToString (what onnx.checker does with a proto) fails past protobuf's 2 GiB limit.
 _PROTO_LIMIT = 2**31 - 1
 _RE_EXPORT = "the file is damaged or was not written by a working exporter; export it again"
+# What the ONNX checker complains of that runtimes and exporters accept, so a model is not refused for it:
+# a graph input or output of unknown rank (a value info with a type but no shape).
+_TOLERATED = ("Field 'shape' of 'type' is required but missing",)
 
 
 def check_onnx_model(proto: Any, source: str, path: Any = None) -> None:
     """Refuse an ONNX model that is malformed, cyclic, or declares absurd sizes, with one clear line."""
     _check_names(proto, source)
+    _check_opset(proto, source)
     _check_checker(proto, source, path)
     for graph in all_graphs(proto.graph):
         for tensor in weight_tensors_of(graph):
@@ -75,6 +79,13 @@ def _check_names(proto: Any, source: str) -> None:
                                        f"name that is not UTF-8 text: {text[:40]!r})", _RE_EXPORT)
 
 
+def _check_opset(proto: Any, source: str) -> None:
+    """The model must say which ai.onnx opset its standard ops follow (ONNX requires it; ONNX Runtime guesses,
+    its quantizer cannot)."""
+    if not any(o.domain in ("", "ai.onnx") for o in proto.opset_import):
+        raise SlimkitError(f"{source} is not a valid ONNX model (it declares no ai.onnx opset)", _RE_EXPORT)
+
+
 def _text(value: Any) -> str:
     return value if isinstance(value, str) else value.decode("utf-8", "replace")
 
@@ -88,6 +99,8 @@ def _check_checker(proto: Any, source: str, path: Any) -> None:
         else:
             onnx.checker.check_model(proto)
     except Exception as exc:  # onnx.checker.ValidationError, or ValueError from its C++ side
+        if any(text in str(exc) for text in _TOLERATED):
+            return
         raise SlimkitError(f"{source} is not a valid ONNX model (the ONNX checker says: {first_line(exc, 200)})",
                            _RE_EXPORT) from exc
 
