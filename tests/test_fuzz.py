@@ -159,3 +159,31 @@ def test_bench_and_optimize_flag_nan_outputs(tmp_path, capsys):
     assert {(label, "nan-output") for label in labels} <= flagged
     saved = json.loads((tmp_path / "out" / "report.json").read_text())
     assert any(f["flag"] == "nan-output" for f in saved["flags"])
+
+
+def test_weight_whose_bytes_do_not_fit_its_dims_is_refused(recurrent_onnx, tmp_path):
+    model = onnx.load(str(recurrent_onnx))
+    weight = next(t for t in model.graph.initializer if t.name == "w_out")
+    weight.dims[0] = 10**9  # declares 3e9 elements over 96 bytes
+    bad = tmp_path / "dims.onnx"
+    onnx.save_model(model, str(bad))
+    with pytest.raises(SlimkitError, match="w_out.*too small|weight 'w_out' declares dims"):
+        load_onnx(bad)
+    weight.dims[0] = 4  # plausible dims, but 96 bytes of data for 12 floats
+    onnx.save_model(model, str(bad))
+    with pytest.raises(SlimkitError, match="weight 'w_out' has 96 bytes of data for dims"):
+        load_onnx(bad)
+
+
+def test_nan_output_flag_is_raised_for_the_reference_too():
+    from slimkit.report import compute_flags
+
+    def measurement(label, nonfinite=None):
+        return {"label": label, "model": label, "size_bytes": 10, "latency_ms": {"p50": 1.0},
+                **({"nonfinite_outputs": nonfinite} if nonfinite else {})}
+
+    broken = {"nan": 5, "inf": 1, "values": 30}
+    flags = compute_flags([measurement("original", broken), measurement("int8", broken)], "original")
+    assert [(f["model"], f["flag"]) for f in flags] == [("original", "nan-output"), ("int8", "nan-output")]
+    assert "5 NaN and 1 Inf values (of 30 checked)" in flags[0]["message"]
+    assert compute_flags([measurement("original"), measurement("int8")], "original") == []

@@ -21,8 +21,8 @@ from slimkit.errors import SlimkitError, first_line
 # A tensor (a weight, or an input at its declared fixed dims) of more elements than this is refused before
 # anything allocates it: 2^31 float32 values are 8 GiB, far past any model slimkit measures on a CPU.
 MAX_ELEMENTS = 2**31
-# One input of more elements than this (1 GiB of float32) is refused: at its declared dims when loading a model,
-# at the shape data is generated at (`slimkit.data.generate_data`). A 10^9 dim is damage, not a model.
+# One input of more elements than this (1 GiB of float32) is refused: at its declared dims when loading a
+# model, at the shape data is generated at (`slimkit.data.generate_data`). A 10^9 dim is damage, not a model.
 MAX_INPUT_ELEMENTS = 2**28
 # ModelProto.SerializeToString (what onnx.checker does with a proto) fails past protobuf's 2 GiB limit.
 _PROTO_LIMIT = 2**31 - 1
@@ -56,7 +56,7 @@ def all_graphs(graph: Any) -> Iterator[Any]:
 
 
 def weight_tensors_of(graph: Any) -> Iterator[Any]:
-    """One graph's weights: initializers and Constant nodes' tensors (Paddle exports keep weights as Constants)."""
+    """One graph's weights: initializers and Constant nodes' tensors (Paddle exports keep weights that way)."""
     yield from graph.initializer
     for node in graph.node:
         if node.op_type == "Constant":
@@ -101,8 +101,8 @@ def _check_checker(proto: Any, source: str, path: Any) -> None:
     except Exception as exc:  # onnx.checker.ValidationError, or ValueError from its C++ side
         if any(text in str(exc) for text in _TOLERATED):
             return
-        raise SlimkitError(f"{source} is not a valid ONNX model (the ONNX checker says: {first_line(exc, 200)})",
-                           _RE_EXPORT) from exc
+        said = first_line(exc, 200)
+        raise SlimkitError(f"{source} is not a valid ONNX model (the ONNX checker says: {said})", _RE_EXPORT) from exc
 
 
 def _element_size(data_type: int) -> int | None:
@@ -127,12 +127,13 @@ def _check_tensor(tensor: Any, source: str) -> None:
         raise SlimkitError(f"{source}: weight '{name}' has a negative dim {dims}", _RE_EXPORT)
     count = _product(dims)
     if count > MAX_ELEMENTS:
-        raise SlimkitError(f"{source}: weight '{name}' declares dims {dims} ({count:.3g} elements)", _RE_EXPORT)
+        raise SlimkitError(f"{source}: weight '{name}' declares dims {dims} ({count:.3g} elements)",
+                           _RE_EXPORT)
     if tensor.data_location == TensorProto.EXTERNAL:
         return
     if tensor.data_type not in _KNOWN_TYPES:
-        raise SlimkitError(f"{source}: weight '{name}' has data type {tensor.data_type}, which ONNX does not define",
-                           _RE_EXPORT)
+        raise SlimkitError(f"{source}: weight '{name}' has data type {tensor.data_type}, which ONNX does not "
+                           "define", _RE_EXPORT)
     size = _element_size(tensor.data_type)
     if tensor.HasField("raw_data") and size is not None:
         want = (count + 1) // 2 if tensor.data_type in _PACKED else count * size
@@ -153,10 +154,11 @@ def _check_input(value: Any, source: str) -> None:
     is not refused: paddle2onnx writes -1 for a dynamic batch, and runtimes read it so.)"""
     if not value.type.HasField("tensor_type"):
         return
-    fixed = [d.dim_value for d in value.type.tensor_type.shape.dim if d.HasField("dim_value") and d.dim_value > 0]
+    dims = value.type.tensor_type.shape.dim
+    fixed = [d.dim_value for d in dims if d.HasField("dim_value") and d.dim_value > 0]
     if _product(fixed) > MAX_INPUT_ELEMENTS:
-        raise SlimkitError(f"{source}: input '{value.name}' declares dims {fixed} ({_product(fixed):.3g} elements "
-                           f"at batch 1, over the {MAX_INPUT_ELEMENTS:.3g} slimkit allocates)", _RE_EXPORT)
+        raise SlimkitError(f"{source}: input '{value.name}' declares dims {fixed} ({_product(fixed):.3g} "
+                           f"elements at batch 1, over the {MAX_INPUT_ELEMENTS:.3g} slimkit allocates)", _RE_EXPORT)
 
 
 def _known_types() -> frozenset[int]:
@@ -168,7 +170,8 @@ def _known_types() -> frozenset[int]:
 def _packed_types() -> frozenset[int]:
     from onnx import TensorProto
 
-    return frozenset(getattr(TensorProto, n) for n in ("INT4", "UINT4", "FLOAT4E2M1") if hasattr(TensorProto, n))
+    names = ("INT4", "UINT4", "FLOAT4E2M1")
+    return frozenset(getattr(TensorProto, n) for n in names if hasattr(TensorProto, n))
 
 
 _KNOWN_TYPES = _known_types()
