@@ -84,8 +84,9 @@ def nonfinite_line(found: dict[str, Any] | None) -> str | None:
     if not found:
         return None
     more = ", ..." if found["tensors"] > len(found["names"]) else ""
-    return (f"NaN/Inf weights: {found['values']:,} values in {found['tensors']} tensor"
-            f"{'s' if found['tensors'] != 1 else ''} ({', '.join(found['names'])}{more}): outputs will be NaN or Inf")
+    values, tensors = found["values"], found["tensors"]
+    return (f"NaN/Inf weights: {values:,} value{'s' if values != 1 else ''} in {tensors} tensor"
+            f"{'s' if tensors != 1 else ''} ({', '.join(found['names'])}{more}): outputs may be NaN or Inf")
 
 
 # The CPU features that decide which precision runs fast, each from the /proc/cpuinfo flags that provide it.

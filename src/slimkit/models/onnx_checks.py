@@ -38,8 +38,8 @@ def check_onnx_model(proto: Any, source: str, path: Any = None) -> None:
     _check_opset(proto, source)
     _check_checker(proto, source, path)
     for graph in all_graphs(proto.graph):
-        for tensor in weight_tensors_of(graph):
-            _check_tensor(tensor, source)
+        for name, tensor in weight_tensors_of(graph):
+            _check_tensor(name, tensor, source)
     for value in proto.graph.input:
         _check_input(value, source)
 
@@ -55,14 +55,15 @@ def all_graphs(graph: Any) -> Iterator[Any]:
                 yield from all_graphs(sub)
 
 
-def weight_tensors_of(graph: Any) -> Iterator[Any]:
+def weight_tensors_of(graph: Any) -> Iterator[tuple[str, Any]]:
     """One graph's weights: initializers and Constant nodes' tensors (Paddle exports keep weights that way)."""
-    yield from graph.initializer
+    for tensor in graph.initializer:
+        yield _text(tensor.name), tensor
     for node in graph.node:
         if node.op_type == "Constant":
             for attr in node.attribute:
-                if attr.HasField("t"):
-                    yield attr.t
+                if attr.HasField("t"):  # a Constant's tensor is usually unnamed: it goes by its output's name
+                    yield _text(attr.t.name or (node.output[0] if node.output else node.name)), attr.t
 
 
 def _check_names(proto: Any, source: str) -> None:
@@ -118,10 +119,10 @@ def _element_size(data_type: int) -> int | None:
     return np.dtype(np_type).itemsize
 
 
-def _check_tensor(tensor: Any, source: str) -> None:
+def _check_tensor(name: str, tensor: Any, source: str) -> None:
     from onnx import TensorProto
 
-    name = _text(tensor.name) or "(unnamed)"
+    name = name or "(unnamed)"
     dims = list(tensor.dims)
     if any(d < 0 for d in dims):
         raise SlimkitError(f"{source}: weight '{name}' has a negative dim {dims}", _RE_EXPORT)
@@ -185,7 +186,7 @@ def nonfinite_weights(proto: Any, limit: int = 5) -> dict[str, Any] | None:
 
     tensors, values, names = 0, 0, []
     for graph in all_graphs(proto.graph):
-        for tensor in weight_tensors_of(graph):
+        for name, tensor in weight_tensors_of(graph):
             if tensor.data_type not in _FLOAT_TYPES or tensor.data_location == 1:
                 continue
             try:
@@ -197,7 +198,7 @@ def nonfinite_weights(proto: Any, limit: int = 5) -> dict[str, Any] | None:
                 tensors += 1
                 values += bad
                 if len(names) < limit:
-                    names.append(_text(tensor.name))
+                    names.append(name)
     return {"tensors": tensors, "values": values, "names": names} if tensors else None
 
 
