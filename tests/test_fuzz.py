@@ -28,8 +28,9 @@ from modelfuzz.mutate import KINDS, kind_for, mutate  # noqa: E402
 from modelfuzz.runner import classify  # noqa: E402
 
 
-def make_recurrent_model(path: Path, *, nan_bias: bool = False) -> Path:
-    """x[6, 1, 4] -> LSTM(8) -> If(sum > 0: Relu, else: Neg) -> Reshape [1, 8] -> MatMul + bias -> logits[1, 3]."""
+def make_recurrent_model(path: Path, *, nan: str | None = None) -> Path:
+    """x[6, 1, 4] -> LSTM(8) -> If(sum > 0: Relu, else: Neg) -> Reshape [1, 8] -> MatMul + bias -> logits[1, 3];
+    the weight named `nan` all NaN."""
     rng = np.random.default_rng(0)
     hidden = 8
     weights = {
@@ -37,7 +38,7 @@ def make_recurrent_model(path: Path, *, nan_bias: bool = False) -> Path:
         "R": rng.standard_normal((1, 4 * hidden, hidden)).astype(np.float32) * 0.3,
         "B": np.zeros((1, 8 * hidden), np.float32),
         "w_out": rng.standard_normal((hidden, 3)).astype(np.float32),
-        "b_out": (np.full(3, np.nan, np.float32) if nan_bias else np.zeros(3, np.float32)),
+        "b_out": np.zeros(3, np.float32),
         "zero": np.zeros((), np.float32),
         "flat": np.array([1, hidden], np.int64),
     }
@@ -54,6 +55,8 @@ def make_recurrent_model(path: Path, *, nan_bias: bool = False) -> Path:
         helper.make_node("MatMul", ["features", "w_out"], ["scores"], name="head"),
         helper.make_node("Add", ["scores", "b_out"], ["logits"], name="bias"),
     ]
+    if nan is not None:
+        weights[nan] = np.full_like(weights[nan], np.nan)
     graph = helper.make_graph(
         nodes, "stand_in_recurrent", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [6, 1, 4])],
         [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 3])],
@@ -135,7 +138,7 @@ def test_inspect_shows_nan_weights(tmp_path, capsys):
     from slimkit.cli import main
     from slimkit.inspect_model import inspect_model
 
-    path = make_recurrent_model(tmp_path / "nan.onnx", nan_bias=True)
+    path = make_recurrent_model(tmp_path / "nan.onnx", nan="b_out")
     assert inspect_model(load_onnx(path))["nonfinite_weights"] == {"tensors": 1, "values": 3, "names": ["b_out"]}
     assert inspect_model(load_onnx(make_recurrent_model(tmp_path / "fine.onnx")))["nonfinite_weights"] is None
     assert main(["inspect", str(path)]) == 0
@@ -146,7 +149,7 @@ def test_bench_and_optimize_flag_nan_outputs(tmp_path, capsys):
     from slimkit.api import bench, optimize
     from slimkit.report import build_report
 
-    path = make_recurrent_model(tmp_path / "nan.onnx", nan_bias=True)
+    path = make_recurrent_model(tmp_path / "nan.onnx", nan="b_out")
     results = bench([str(path)], threads=1)
     report = build_report(command="bench", input_model={"model": str(path)},
                           measurements=[m.as_dict() for m in results], reference_label=None, threads=1)
@@ -187,3 +190,11 @@ def test_nan_output_flag_is_raised_for_the_reference_too():
     assert [(f["model"], f["flag"]) for f in flags] == [("original", "nan-output"), ("int8", "nan-output")]
     assert "5 NaN and 1 Inf values (of 30 checked)" in flags[0]["message"]
     assert compute_flags([measurement("original"), measurement("int8")], "original") == []
+
+
+def test_quantizing_a_nan_weight_is_refused_with_one_line(tmp_path):
+    from slimkit.api import optimize
+
+    path = make_recurrent_model(tmp_path / "nan_matmul.onnx", nan="w_out")  # MatMul's weight: int8 quantizes it
+    with pytest.raises(SlimkitError, match=r"cannot quantize \(int8-dynamic\): 1 weight tensor\(s\) hold NaN"):
+        optimize(str(path), "int8-dynamic", threads=1, output=tmp_path / "out")

@@ -11,7 +11,7 @@ checker covers the rest of the format (topological order, hence cycles; opsets; 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from typing import Any
 
 import numpy as np
@@ -179,15 +179,17 @@ _KNOWN_TYPES = _known_types()
 _PACKED = _packed_types()
 
 
-def nonfinite_weights(proto: Any, limit: int = 5) -> dict[str, Any] | None:
-    """NaN / Inf in a model's float weights: {"tensors": how many hold any, "values": how many values,
-    "names": the first `limit` such tensors' names}; None when every weight is finite."""
+def nonfinite_weights(proto: Any, limit: int = 5, only: Collection[str] | None = None) -> dict[str, Any] | None:
+    """NaN / Inf in a model's float weights (those named in `only`, when given): {"tensors": how many hold
+    any, "values": how many values, "names": the first `limit` such tensors' names}; None when all are finite."""
     from onnx import numpy_helper
 
     tensors, values, names = 0, 0, []
     for graph in all_graphs(proto.graph):
         for name, tensor in weight_tensors_of(graph):
             if tensor.data_type not in _FLOAT_TYPES or tensor.data_location == 1:
+                continue
+            if only is not None and name not in only:
                 continue
             try:
                 array = numpy_helper.to_array(tensor)
@@ -200,6 +202,15 @@ def nonfinite_weights(proto: Any, limit: int = 5) -> dict[str, Any] | None:
                 if len(names) < limit:
                     names.append(name)
     return {"tensors": tensors, "values": values, "names": names} if tensors else None
+
+
+def refuse_nonfinite_weights(proto: Any, what: str, only: Collection[str] | None = None) -> None:
+    """Refuse to `what` (e.g. "quantize") weights holding NaN or Inf: a scale computed from them is NaN, and
+    ONNX Runtime's quantizer stops on an assertion ("scale issue") rather than saying which weight."""
+    found = nonfinite_weights(proto, only=only)
+    if found:
+        raise SlimkitError(f"cannot {what}: {found['tensors']} weight tensor(s) hold NaN or Inf values "
+                           f"({', '.join(found['names'])})", "fix or retrain the model; slimkit inspect lists them")
 
 
 def _float_types() -> frozenset[int]:
