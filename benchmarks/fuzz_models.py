@@ -49,8 +49,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--file", type=Path, help="fuzz this local ONNX file instead (named after its stem)")
     p.add_argument("--run-args", default="", help="with --file: extra options for bench and optimize, e.g. "
                    "'--shape x=1x3x32x32'")
-    p.add_argument("--mutants", type=int, default=50, help="mutants per model (default 50)")
+    p.add_argument("--mutants", type=int, default=50,
+                   help="seeds per model (default 50): one mutant each, or only those of --kinds")
     p.add_argument("--seed-start", type=int, default=0, help="first seed (default 0)")
+    p.add_argument("--kinds", default=",".join(KINDS),
+                   help="comma-separated mutation kinds: only the seeds of these kinds run (default: all)")
     p.add_argument("--commands", default=",".join(COMMANDS), help="comma-separated, from inspect, bench, optimize")
     p.add_argument("--workers", type=int, default=2, help="children at a time (default 2)")
     p.add_argument("--timeout", type=float, default=60.0, help="seconds before a run counts as a hang (default 60)")
@@ -63,7 +66,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def mutant_jobs(models: dict[str, Path], seeds: range, commands: list[str], workdir: Path,
+def mutant_jobs(models: dict[str, Path], seeds: list[int], commands: list[str], workdir: Path,
                 deadline: float | None, started: list[int]) -> Iterator[tuple[Run, Path]]:
     """(Run, run folder) for each seed, model and command, models interleaved seed by seed; mutant files are
     written just before their runs and removed by `forget` once their last run ends."""
@@ -162,7 +165,12 @@ def fuzz(args: argparse.Namespace, models: dict[str, Path]) -> int:
             print(f"{counts['runs']} runs, {started[0]} mutants started, {counts['bad']} not clean, "
                   f"{time.monotonic() - started_at:.0f} s", flush=True)
 
-    seeds = range(args.seed_start, args.seed_start + args.mutants)
+    kinds = {k.strip() for k in args.kinds.split(",") if k.strip()}
+    unknown = kinds - set(KINDS)
+    if unknown:
+        print(f"error: unknown mutation kinds {sorted(unknown)}: choose from {', '.join(KINDS)}", file=sys.stderr)
+        return 2
+    seeds = [s for s in range(args.seed_start, args.seed_start + args.mutants) if kind_for(s) in kinds]
     runs = run_all(mutant_jobs(models, seeds, commands, workdir, deadline, started), workers=args.workers,
                    timeout=args.timeout, on_done=on_done)
     log.close()
@@ -170,13 +178,13 @@ def fuzz(args: argparse.Namespace, models: dict[str, Path]) -> int:
     shutil.rmtree(workdir, ignore_errors=True)
     mutants = {name: len({r.seed for r in runs if r.model == name}) for name in models}
     meta = {"command_line": command_line, "python": platform.python_version(), "seconds": round(elapsed, 1),
-            "mutants": mutants, "kinds": list(KINDS), "timeout_s": args.timeout, "workers": args.workers}
+            "mutants": mutants, "kinds": sorted(kinds), "timeout_s": args.timeout, "workers": args.workers}
     write_json(args.out / "fuzz-results.json", runs, meta)
     print()
     print(f"mutants per model: {', '.join(f'{k} {v}' for k, v in mutants.items())}; runs: {len(runs)}; "
           f"wall time {elapsed / 60:.1f} min with {args.workers} workers; timeout {args.timeout:.0f} s per run")
-    if deadline is not None and any(v < args.mutants for v in mutants.values()):
-        print(f"stopped at the {args.deadline_minutes:.0f}-minute deadline before {args.mutants} mutants per model")
+    if deadline is not None and any(v < len(seeds) for v in mutants.values()):
+        print(f"stopped at the {args.deadline_minutes:.0f}-minute deadline before {len(seeds)} mutants per model")
     print()
     print(summary_markdown(runs))
     print()
