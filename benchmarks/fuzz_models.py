@@ -62,6 +62,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "out" / "fuzz")
     p.add_argument("--reproduce", nargs=2, metavar=("MODEL", "SEED"),
                    help="write the mutant MODEL/SEED into --out and print the commands that were run on it")
+    p.add_argument("--rerun", type=Path, metavar="FUZZ_RESULTS_JSON",
+                   help="run again, with the code as it is now, every run an earlier fuzz-results.json lists as "
+                   "not clean (after a fix: do they now end cleanly?)")
     p.add_argument("--summarize", type=Path, help="print the tables of an earlier runs.jsonl and stop")
     return p.parse_args(argv)
 
@@ -114,6 +117,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{name}: {path} ({MODELS[name].what}; {MODELS[name].license})")
         return 0
     args.out.mkdir(parents=True, exist_ok=True)
+    if args.rerun:
+        return rerun(args, models)
     if args.reproduce:
         name, seed = args.reproduce[0], int(args.reproduce[1])
         kind = kind_for(seed)
@@ -125,6 +130,31 @@ def main(argv: list[str] | None = None) -> int:
                                                  MODELS[name].run_args)))
         return 0
     return fuzz(args, models)
+
+
+def rerun(args: argparse.Namespace, models: dict[str, Path]) -> int:
+    """The not-clean runs of an earlier fuzz-results.json, regenerated from (model, seed, kind) and run again."""
+    bad = json.loads(args.rerun.read_text())["bad"]
+    preload()
+    workdir = args.out / "rerun"
+    shutil.rmtree(workdir, ignore_errors=True)
+    jobs = []
+    for case in bad:
+        name, seed, kind, command = case["model"], case["seed"], case["kind"], case["command"]
+        mutant = workdir / f"{mutant_name(name, seed, kind)}.onnx"
+        mutant.parent.mkdir(parents=True, exist_ok=True)
+        mutant.write_bytes(mutate(models[name].read_bytes(), kind, seed))
+        folder = workdir / "runs" / f"{mutant.stem}-{command}"
+        jobs.append((Run(name, seed, kind, command, argv_for(command, mutant, folder / "out",
+                                                             MODELS[name].run_args)), folder))
+    run_all(iter(jobs), workers=args.workers, timeout=args.timeout)  # fills in each Run's outcome
+    shutil.rmtree(workdir, ignore_errors=True)
+    runs = [run for run, _ in jobs]
+    for case, run in zip(bad, runs, strict=True):
+        last = (run.stderr_tail.strip().splitlines() or [""])[-1][:200]
+        print(f"{run.model} seed {run.seed} {run.kind} {run.command}: was {case['outcome']}, now {run.outcome}"
+              f"{': ' + last if last else ''}")
+    return 1 if any(r.outcome in BAD for r in runs) else 0
 
 
 def fuzz(args: argparse.Namespace, models: dict[str, Path]) -> int:
