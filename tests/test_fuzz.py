@@ -198,3 +198,14 @@ def test_quantizing_a_nan_weight_is_refused_with_one_line(tmp_path):
     path = make_recurrent_model(tmp_path / "nan_matmul.onnx", nan="w_out")  # MatMul's weight: int8 quantizes it
     with pytest.raises(SlimkitError, match=r"cannot quantize \(int8-dynamic\): 1 weight tensor\(s\) hold NaN"):
         optimize(str(path), "int8-dynamic", threads=1, output=tmp_path / "out")
+
+
+@pytest.mark.parametrize("opsets", [[], [("", 17), ("", 11)]], ids=["none", "twice"])
+def test_missing_or_repeated_ai_onnx_opset_is_refused(recurrent_onnx, tmp_path, opsets):
+    model = onnx.load(str(recurrent_onnx))
+    del model.opset_import[:]
+    model.opset_import.extend(helper.make_opsetid(domain, version) for domain, version in opsets)
+    bad = tmp_path / "opset.onnx"
+    onnx.save_model(model, str(bad))
+    with pytest.raises(SlimkitError, match="declares (no ai.onnx opset|the ai.onnx opset more than once)"):
+        load_onnx(bad)

@@ -81,10 +81,15 @@ def _check_names(proto: Any, source: str) -> None:
 
 
 def _check_opset(proto: Any, source: str) -> None:
-    """The model must say which ai.onnx opset its standard ops follow (ONNX requires it; ONNX Runtime guesses,
-    its quantizer cannot)."""
-    if not any(o.domain in ("", "ai.onnx") for o in proto.opset_import):
+    """The model must say once which ai.onnx opset its standard ops follow (ONNX requires it; ONNX Runtime
+    guesses without it or takes either, its quantizer raises)."""
+    domains = [o.domain or "ai.onnx" for o in proto.opset_import]
+    if "ai.onnx" not in domains:
         raise SlimkitError(f"{source} is not a valid ONNX model (it declares no ai.onnx opset)", _RE_EXPORT)
+    twice = sorted({d for d in domains if domains.count(d) > 1})
+    if twice:
+        raise SlimkitError(f"{source} is not a valid ONNX model (it declares the {twice[0]} opset more than once)",
+                           _RE_EXPORT)
 
 
 def _text(value: Any) -> str:
