@@ -4,8 +4,8 @@ with proof measured on the runtime they ship on."""
 from slimkit.api import OptimizeResult, bench, convert, optimize
 from slimkit.errors import SlimkitError
 from slimkit.evaluate.measure import Evaluator, Measurement, evaluate
+from slimkit.formats import load
 from slimkit.inspect_model import inspect_model
-from slimkit.models.loading import load
 from slimkit.pipeline import load_recipe
 
 __version__ = "0.1.0"

@@ -184,7 +184,7 @@ class Factorize(Pass):
         if self.config.min_cosine is None:
             return {}
         from slimkit.data import load_data
-        from slimkit.evaluate.runners import OrtRunner
+        from slimkit.formats.onnx import OrtRunner
 
         data = _calibration(ctx)
         probe = copy_model(model.proto)

@@ -23,7 +23,7 @@ from slimkit.data import generate_data
 from slimkit.errors import first_line
 from slimkit.evaluate.fidelity import rowwise_cosine
 from slimkit.evaluate.latency import interleaved_p50
-from slimkit.evaluate.runners import OrtRunner
+from slimkit.formats.onnx import OrtRunner
 from slimkit.models.base import ModelKind, OnnxModel, WorkingModel
 from slimkit.passes.base import Context, Pass, PassConfig, PassResult, register
 
