@@ -69,6 +69,20 @@ def test_per_channel_codebook_on_matmul_output_axis(make_model, run, k):
     np.testing.assert_array_equal(out["w"], np.take_along_axis(centroids, labels, axis=1).T)
 
 
+@pytest.mark.parametrize("channels, k", [(10, 32), (40, 8)])
+def test_per_channel_index_width_follows_k_not_the_channel_count(make_model, run, channels, k):
+    """4-bit pairs exactly when each codebook has <= 16 entries: with 10 channels of 32 entries the indices
+    need 8 bits (packing them in 4 rebuilt wrong weights), with 40 channels of 8 they fit in 4."""
+    centroids = np.sort(_arr(channels, k), axis=1)
+    labels = RNG.integers(0, k, size=(channels, 30))
+    proto = _matmul_model(make_model, _arr(30, channels))
+    insert_rebuild_nodes(proto, replace_by_codebook(proto, "w", centroids, labels, channel_axis=1),
+                         CODEBOOK_OPSET)
+    assert ("w__packed4" in _names(proto)) == (k <= 16)
+    out = run(proto, {"x": _arr(3, 30)})
+    np.testing.assert_array_equal(out["w"], np.take_along_axis(centroids, labels, axis=1).T)
+
+
 def test_per_channel_codebook_on_conv_weight(make_model, run):
     weight = _arr(18, 2, 3, 3)  # [out, in, kh, kw]: channels first
     centroids = np.sort(_arr(18, 4), axis=1)

@@ -52,7 +52,7 @@ def codebook_subgraph(proto: onnx.ModelProto, name: str, shape: tuple[int, ...],
     """Add the codebook + index initializers for `name` (of `shape`) and return the nodes that rebuild it."""
     n = int(np.prod(shape))
     labels = labels.reshape(-1).astype(np.uint8)
-    k = len(centroids)
+    k = centroids.shape[-1]  # entries per codebook: per channel, len(centroids) would count the channels
     nodes = []
     book = f"{name}__codebook"
     proto.graph.initializer.append(numpy_helper.from_array(centroids, book))
