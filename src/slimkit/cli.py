@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import json
 import os
 import sys
@@ -101,7 +102,19 @@ def _version() -> str:
     return f"slimkit {__version__}"
 
 
+# Exit codes: 0 done, 2 a user mistake or fixable environment problem, 3 a target not met (best effort saved),
+# 4 bench outputs that do not match the reference, 70 an internal error (EX_SOFTWARE: a slimkit bug),
+# 130 interrupted, 141 stdout closed early (e.g. piped into `head`).
+EXIT_INTERNAL = 70
+EXIT_BROKEN_PIPE = 141
+# OSErrors the user can fix (a full disk, a forbidden or read-only file or folder), not bugs of ours.
+_DISK_FULL = frozenset({errno.ENOSPC, errno.EDQUOT})
+_NOT_ALLOWED = frozenset({errno.EACCES, errno.EPERM, errno.EROFS})
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command. Every failure ends in one line on stderr and a non-zero exit code (listed above);
+    only an internal error with --verbose (or SLIMKIT_VERBOSE=1) adds its traceback."""
     from slimkit.errors import SlimkitError
 
     args = build_parser().parse_args(argv)
@@ -113,11 +126,51 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return COMMANDS[args.command](args)
     except SlimkitError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {_one_line(exc.problem)}" + (f": {_one_line(exc.hint)}" if exc.hint else ""), file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader went away: nothing left to say, and nobody to say it to
+        with contextlib.suppress(OSError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
+    except MemoryError:
+        print("error: out of memory: try a smaller --batch-size or less data, or a machine with more memory",
+              file=sys.stderr)
+        return 2
+    except OSError as exc:
+        if exc.errno not in _DISK_FULL | _NOT_ALLOWED:
+            return _internal_error(exc)
+        where = f" ({exc.filename})" if exc.filename else ""
+        hint = ("free some disk space, or write somewhere else" if exc.errno in _DISK_FULL
+                else "check that you may read the inputs and write to the output folder")
+        print(f"error: {exc.strerror or _one_line(str(exc))}{where}: {hint}", file=sys.stderr)
+        return 2
+    except Exception as exc:
+        return _internal_error(exc)
+
+
+def _one_line(text: str) -> str:
+    """The first non-empty line of a message: library text quoted in an error can span many lines."""
+    return next((line.strip() for line in str(text).splitlines() if line.strip()), "")
+
+
+def _internal_error(exc: BaseException) -> int:
+    """A slimkit bug, said as one: never dressed up as advice about the user's input. --verbose adds the traceback."""
+    import traceback
+
+    from slimkit.errors import describe
+    from slimkit.quiet import verbose
+
+    if verbose():
+        traceback.print_exception(exc, file=sys.stderr)
+        how = "the traceback is above"
+    else:
+        how = "rerun with --verbose (or SLIMKIT_VERBOSE=1) for the traceback"
+    print(f"error: internal error (a slimkit bug, not a problem with your input): {describe(exc)}; {how}, and "
+          "please report it", file=sys.stderr)
+    return EXIT_INTERNAL
 
 
 def _console(stderr: bool = False):

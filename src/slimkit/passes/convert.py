@@ -27,6 +27,10 @@ from slimkit.models.limits import record_in_onnx
 from slimkit.models.onnx_graph import copy_model
 from slimkit.models.wrappers import NamedInputs
 from slimkit.passes.base import Context, Pass, PassConfig, PassResult, register
+from slimkit.quiet import loggers_at
+
+# The exporters' own loggers, raised to ERROR while exporting and restored after (they are process-wide).
+EXPORT_LOGGERS = ("torch.onnx", "torch.export", "torch._dynamo", "onnxscript", "onnx_ir")
 
 
 class ToOnnxConfig(PassConfig):
@@ -90,7 +94,8 @@ def export_onnx(model: TorchModel, *, exporter: str, dynamic: bool, opset: int |
     if opset:
         kwargs["opset_version"] = opset
     quiet = io.StringIO()
-    with warnings.catch_warnings(), contextlib.redirect_stdout(quiet), _quiet_torch_logs():
+    with warnings.catch_warnings(), contextlib.redirect_stdout(quiet), \
+            loggers_at(logging.ERROR, EXPORT_LOGGERS):
         warnings.simplefilter("ignore")
         if exporter == "dynamo":
             dynamic_shapes = None
@@ -176,19 +181,6 @@ def _fixed_dims(model: TorchModel, onnx_model: OnnxModel) -> dict[str, dict[int,
 
 def _opset(proto) -> int:
     return max((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), default=0)
-
-
-@contextlib.contextmanager
-def _quiet_torch_logs():
-    loggers = [logging.getLogger(n) for n in ("torch.onnx", "torch.export", "torch._dynamo", "onnxscript")]
-    levels = [lg.level for lg in loggers]
-    for lg in loggers:
-        lg.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        for lg, level in zip(loggers, levels, strict=True):
-            lg.setLevel(level)
 
 
 class CleanupConfig(PassConfig):

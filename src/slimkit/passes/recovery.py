@@ -130,7 +130,8 @@ def train_student(module: Any, *, like: TorchModel, teacher: WorkingModel, ctx: 
     try:
         result = fit(module, loss_fn, train, train_config, evaluate=evaluate, score_key="score",
                      checkpoint_dir=checkpoint, resume=ctx.resume, before_step=before_step, after_step=after_step,
-                     params=params, progress=lambda line: ctx.progress(f"{pass_name}: {line}"))
+                     params=params, progress=lambda line: ctx.progress(f"{pass_name}: {line}"),
+                     threads=ctx.threads)
         after = evaluate(module)
     finally:
         if hidden is not None:
