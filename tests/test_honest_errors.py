@@ -191,7 +191,6 @@ def test_fusion_records_why_a_graph_could_not_be_fused_and_restores_loggers(tmp_
 
 def test_a_slimkit_bug_inside_fusion_is_not_swallowed(tmp_path, foreign_onnx, monkeypatch):
     from slimkit.formats import load
-
     from slimkit.passes import fusion
 
     def broken(proto):
@@ -277,7 +276,6 @@ def test_fit_trains_at_the_given_threads_and_gives_the_count_back():
 
 def test_onnx_export_restores_the_exporter_loggers():
     from slimkit.formats import load
-
     from slimkit.passes.convert import EXPORT_LOGGERS, export_onnx
     from slimkit.zoo import DigitsMLP
 
