@@ -113,3 +113,11 @@ def test_every_module_imports_on_its_own():
                             timeout=600, env=env)
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.strip() == "FAILED", result.stdout + result.stderr[-3000:]
+
+
+def test_every_top_level_module_has_a_layer():
+    """A module left out of the contract would escape it: each one must be named in .importlinter."""
+    contract = (ROOT / ".importlinter").read_text()
+    names = sorted(m.name for m in pkgutil.iter_modules(slimkit.__path__))
+    missing = [n for n in names if f"slimkit.{n}" not in contract]
+    assert missing == []
