@@ -15,7 +15,7 @@ from slimkit.baseline import baseline_label, baseline_recipe, reusable_prefix
 from slimkit.dataplan import plan_data
 from slimkit.errors import SlimkitError
 from slimkit.evaluate.measure import Evaluator, Measurement
-from slimkit.formats import convert_targets, load
+from slimkit.formats import bench_runtimes, convert_targets, load
 from slimkit.models.base import WorkingModel
 from slimkit.passes.base import Context
 from slimkit.pipeline import Recipe, Target, load_recipe, plan, run_pipeline
@@ -304,7 +304,7 @@ def bench(
     """
     settings = settings or MeasureSettings()
     shapes = settings.shapes
-    known_runtimes = ("onnxruntime", "openvino")
+    known_runtimes = bench_runtimes()  # ONNX Runtime, and each format whose runtime reads ONNX files (OpenVINO)
     if runtimes is not None:
         names = runtimes.split(",") if isinstance(runtimes, str) else runtimes  # "onnxruntime,openvino" too
         runtimes = list(dict.fromkeys(str(r).strip() for r in names))
@@ -338,14 +338,7 @@ def bench(
         if runtimes is None:
             entries.append((label, model))
             continue
-        from slimkit.models.base import OpenVinoModel
-
-        for runtime in runtimes:
-            if runtime == "onnxruntime":
-                entries.append((f"{label} [onnxruntime]", model))
-            else:  # OpenVINO reads the ONNX file directly (a proto-only model is written out first)
-                on_openvino = OpenVinoModel(path=model.ensure_file(), precision="auto")
-                on_openvino.carry_over(model)
-                entries.append((f"{label} [openvino]", on_openvino))
+        for runtime in runtimes:  # OpenVINO reads the ONNX file directly (a proto-only model is written out first)
+            entries.append((f"{label} [{runtime}]", known_runtimes[runtime](model)))
     say(f"measuring {len(entries)} models, interleaved")
     return evaluator.measure_all(entries)

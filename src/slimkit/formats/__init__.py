@@ -8,6 +8,7 @@ from slimkit.formats.registry import (
     Runner,
     all_formats,
     artifact_filename,
+    bench_runtimes,
     convert_targets,
     format_named,
     format_of_kind,
@@ -16,5 +17,5 @@ from slimkit.formats.registry import (
     runtime_of_kind,
 )
 
-__all__ = ["Format", "LoadOptions", "Retarget", "Runner", "all_formats", "artifact_filename", "convert_targets", "format_named",
+__all__ = ["Format", "LoadOptions", "Retarget", "Runner", "all_formats", "artifact_filename", "bench_runtimes", "convert_targets", "format_named",
            "format_of_kind", "load", "make_runner", "output_formats", "runtime_of_kind"]

@@ -11,7 +11,7 @@ import numpy as np
 from slimkit.errors import SlimkitError, first_line
 from slimkit.formats.registry import Format, LoadOptions, Retarget, Runner
 from slimkit.hardware import import_openvino, resolve_openvino_precision
-from slimkit.models.base import InputSpec, ModelKind, OpenVinoModel, WorkingModel
+from slimkit.models.base import InputSpec, ModelKind, OnnxModel, OpenVinoModel, WorkingModel
 from slimkit.models.sidecar import apply_sidecar
 
 # Where an OpenVINO IR carries its inference precision; OpenVINO applies runtime_options when it compiles it.
@@ -109,10 +109,18 @@ _EQUIVALENTS = {
     "int8-dynamic": lambda cfg: ("ov-weights", {"bits": 8}),
 }
 
+def run_onnx_on_openvino(model: WorkingModel) -> WorkingModel:
+    """An ONNX model handed to OpenVINO as it is (OpenVINO reads ONNX files), at the CPU's fastest precision."""
+    assert isinstance(model, OnnxModel)
+    on_openvino = OpenVinoModel(path=model.ensure_file(), precision="auto")
+    on_openvino.carry_over(model)
+    return on_openvino
+
+
 FORMAT = Format(
     name="openvino", label="OpenVINO", kind=ModelKind.OPENVINO, suffixes=(".xml",), load=_load, runner=OpenVinoRunner,
     runtime="openvino", filename="model.xml", write=write_openvino, converter="to-openvino",
-    plain_recipe="openvino", output=True, description="OpenVINO IR, run with OpenVINO's CPU plugin",
+    plain_recipe="openvino", output=True, run_onnx=run_onnx_on_openvino, description="OpenVINO IR, run with OpenVINO's CPU plugin",
     # transformer-fusion's fused ops (com.microsoft) exist only in ONNX Runtime
     retarget=Retarget(equivalents=_EQUIVALENTS, dropped=("transformer-fusion",)),
 )

@@ -83,6 +83,9 @@ class Format:
     output: bool = False
     # More `convert --to` names that make this format with another built-in recipe (ONNX: fp16).
     convert_variants: Mapping[str, str] = field(default_factory=dict)
+    # A runtime that also runs ONNX files as they are (OpenVINO reads them): `bench --runtime NAME` wraps an
+    # ONNX model with this to measure it there.
+    run_onnx: Callable[[WorkingModel], WorkingModel] | None = None
     # How messages name it ("TFLite"), and what `--to` help says of it.
     label: str = ""
     description: str = ""
@@ -148,6 +151,13 @@ def convert_targets() -> dict[str, tuple[str, Format]]:
             targets[fmt.name] = (fmt.plain_recipe, fmt)
             targets.update({name: (recipe, fmt) for name, recipe in fmt.convert_variants.items()})
     return targets
+
+
+def bench_runtimes() -> dict[str, Callable[[WorkingModel], WorkingModel]]:
+    """`bench --runtime` names -> how an ONNX model is handed to that runtime (ONNX Runtime: as it is)."""
+    runtimes: dict[str, Callable[[WorkingModel], WorkingModel]] = {format_of_kind("onnx").runtime: lambda m: m}
+    runtimes.update({f.runtime: f.run_onnx for f in all_formats() if f.run_onnx is not None})
+    return runtimes
 
 
 def format_of_kind(kind: str) -> Format:
