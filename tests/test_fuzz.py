@@ -19,7 +19,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from slimkit.errors import SlimkitError
-from slimkit.models.loading import load_onnx
+from slimkit.formats.onnx import load_onnx
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))

@@ -1,7 +1,7 @@
 """Model envelopes: a model plus what passes, runners and reports need to know about it.
 
 `TorchModel` and `OnnxModel` are the working kinds that passes transform. `OpenVinoModel` and
-`TfliteModel` are deployment artifacts: conversion passes produce them, runners measure them.
+the formats in `slimkit.formats` (TFLite's `TfliteModel`) are deployment artifacts: conversion passes produce them, runners measure them.
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ class ModelKind(enum.StrEnum):
     TORCH = "torch"
     ONNX = "onnx"
     OPENVINO = "openvino"
-    TFLITE = "tflite"
     SLIM = "slim"
 
 
@@ -56,7 +55,8 @@ class WorkingModel:
     # Tokens a text model takes at most (learned position embeddings); None when unknown or unlimited.
     max_positions: int | None = None
 
-    kind: ModelKind = ModelKind.TORCH  # overridden by subclasses
+    # A ModelKind for the built-in kinds; a format module may add its own kind as a plain string (formats/tflite.py).
+    kind: str = ModelKind.TORCH  # overridden by subclasses
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -212,17 +212,6 @@ class OpenVinoModel(WorkingModel):
         if self.path.suffix == ".onnx":
             return [self.path, *sorted(self.path.parent.glob(self.path.name + ".data"))]
         return [self.path, self.path.with_suffix(".bin")]
-
-
-@dataclass
-class TfliteModel(WorkingModel):
-    """A TFLite flatbuffer, run with LiteRT's interpreter."""
-
-    path: Path | None = None
-    kind: ModelKind = ModelKind.TFLITE
-
-    def files(self) -> list[Path]:
-        return [self.path] if self.path else []
 
 
 @dataclass
