@@ -148,15 +148,16 @@ def test_inspect_shows_nan_weights(tmp_path, capsys):
 def test_bench_and_optimize_flag_nan_outputs(tmp_path, capsys):
     from slimkit.api import bench, optimize
     from slimkit.report import build_report
+    from slimkit.settings import MeasureSettings
 
     path = make_recurrent_model(tmp_path / "nan.onnx", nan="b_out")
-    results = bench([str(path)], threads=1)
+    results = bench([str(path)], settings=MeasureSettings(threads=1))
     report = build_report(command="bench", input_model={"model": str(path)},
                           measurements=[m.as_dict() for m in results], reference_label=None, threads=1)
     assert results[0].nonfinite_outputs == {"nan": 24, "inf": 0, "values": 24}
     assert [f["flag"] for f in report["flags"]] == ["nan-output"]
 
-    result = optimize(str(path), "int8-dynamic", threads=1, output=tmp_path / "out")
+    result = optimize(str(path), "int8-dynamic", settings=MeasureSettings(threads=1), output=tmp_path / "out")
     flagged = {(f["model"], f["flag"]) for f in result.report["flags"]}
     labels = [m["label"] for m in result.report["measurements"]]
     assert {(label, "nan-output") for label in labels} <= flagged
@@ -194,10 +195,11 @@ def test_nan_output_flag_is_raised_for_the_reference_too():
 
 def test_quantizing_a_nan_weight_is_refused_with_one_line(tmp_path):
     from slimkit.api import optimize
+    from slimkit.settings import MeasureSettings
 
     path = make_recurrent_model(tmp_path / "nan_matmul.onnx", nan="w_out")  # MatMul's weight: int8 quantizes it
     with pytest.raises(SlimkitError, match=r"cannot quantize \(int8-dynamic\): 1 weight tensor\(s\) hold NaN"):
-        optimize(str(path), "int8-dynamic", threads=1, output=tmp_path / "out")
+        optimize(str(path), "int8-dynamic", settings=MeasureSettings(threads=1), output=tmp_path / "out")
 
 
 @pytest.mark.parametrize("opsets", [[], [("", 17), ("", 11)]], ids=["none", "twice"])
