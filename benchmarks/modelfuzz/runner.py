@@ -250,7 +250,8 @@ def kinds_markdown(runs: Sequence[Run]) -> str:
 
 def bad_cases(runs: Sequence[Run]) -> list[dict]:
     """Every run that is not ok or a clean error, with what reproduces it."""
-    return [asdict(r) for r in runs if r.outcome not in ("ok", "clean-error")]
+    return [{**asdict(r), "reproduce": f"python benchmarks/fuzz_models.py --reproduce {r.model} {r.seed}"}
+            for r in runs if r.outcome not in ("ok", "clean-error")]
 
 
 def write_json(path: Path, runs: Sequence[Run], meta: dict) -> None:
