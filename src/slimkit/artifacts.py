@@ -44,8 +44,8 @@ def write_artifact(model: WorkingModel, folder: Path, filename: str | None = Non
 
         state = {k: v.detach().contiguous() for k, v in model.module.state_dict().items()}
         save_file(state, str(target))
-        if model.metadata.get("keras_file"):  # written back by the to-keras pass: ship it as model.keras too
-            shutil.copyfile(model.metadata["keras_file"], folder / "model.keras")
+        if model.keras_file is not None:  # written back by the to-keras pass: ship it as model.keras too
+            shutil.copyfile(model.keras_file, folder / "model.keras")
     tokenizer = None
     if model.tokenizer_dir is not None:
         tokenizer = "tokenizer" if name.startswith("model.") else f"{Path(name).stem}.tokenizer"

@@ -10,7 +10,7 @@ import enum
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import numpy as np
 
@@ -45,6 +45,13 @@ class InputSpec:
         return f"{self.name}: {self.dtype}[{dims}]"
 
 
+class ModelMetadata(TypedDict, total=False):
+    """What a model file does not say about itself, recorded beside it: the input names a TFLite model was
+    converted with (its interpreter renames them), read back from the sidecar."""
+
+    input_names: list[str]
+
+
 @dataclass
 class WorkingModel:
     """Fields every kind has. `task` is 'classification', 'embedding' or None (unknown)."""
@@ -52,7 +59,7 @@ class WorkingModel:
     source: str = ""
     task: str | None = None
     tokenizer_dir: Path | None = None
-    metadata: dict[str, Any] = field(default_factory=dict)
+    metadata: ModelMetadata = field(default_factory=ModelMetadata)
     # Tokens a text model takes at most (learned position embeddings); None when unknown or unlimited.
     max_positions: int | None = None
 
@@ -96,6 +103,11 @@ class TorchModel(WorkingModel):
     example_inputs: dict[str, Any] = field(default_factory=dict)
     output_names: list[str] = field(default_factory=lambda: ["output"])
     source_files: list[Path] = field(default_factory=list)
+    # Set by the Keras loader: the module wraps a Keras model (torch backend), whose layers are not torch
+    # Conv/Linear modules. The version of Keras that loaded it.
+    keras_version: str | None = None
+    # Set by to-keras: the .keras file holding exactly this module's weights, shipped beside the artifact.
+    keras_file: Path | None = None
     kind: ModelKind = ModelKind.TORCH
 
     def files(self) -> list[Path]:
@@ -112,10 +124,11 @@ class TorchModel(WorkingModel):
         return sum(p.numel() for p in self.module.parameters())
 
     def with_module(self, module: Any) -> TorchModel:
-        """This model's signature (inputs, examples, outputs, task, tokenizer, source) around another module:
-        what a pass that edits a copy of the module returns. Metadata and source files start empty."""
+        """This model's signature (inputs, examples, outputs, task, tokenizer, source, Keras origin) around
+        another module: what a pass that edits a copy of the module returns. Metadata, source files and the
+        written .keras file start empty: they described the old weights."""
         result = TorchModel(module=module, input_specs=self.input_specs, example_inputs=self.example_inputs,
-                            output_names=self.output_names)
+                            output_names=self.output_names, keras_version=self.keras_version)
         result.carry_over(self)
         return result
 
