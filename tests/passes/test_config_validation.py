@@ -103,5 +103,23 @@ def test_cli_refuses_a_bad_recipe_before_training(tmp_path, capsys):
     seconds = time.perf_counter() - start
     err = capsys.readouterr().err
     assert code == 2 and seconds < 2.0, seconds
-    assert len(err.strip().splitlines()) == 1 and "pass 'cluster': k=300" in err
+    assert "pass 'cluster': k=300" in err.strip().splitlines()[-1] and "running pass" not in err
     assert not out.exists() and not (tmp_path / "out.checkpoints").exists()  # nothing trained, nothing written
+
+
+def test_optimize_plans_once_before_any_pass_runs(foreign_onnx, monkeypatch):
+    import slimkit.api
+    import slimkit.pipeline
+
+    calls = []
+
+    def counted(where, real):
+        def plan_and_count(*args, **kwargs):
+            calls.append(where)
+            return real(*args, **kwargs)
+        return plan_and_count
+
+    monkeypatch.setattr(slimkit.api, "plan", counted("api", slimkit.api.plan))
+    monkeypatch.setattr(slimkit.pipeline, "plan", counted("pipeline", slimkit.pipeline.plan))
+    result = slimkit.api.optimize(str(foreign_onnx[0]), "onnx", measure=False)
+    assert calls == ["api"] and [s["pass"] for s in result.steps] == ["to-onnx", "onnx-cleanup"]
