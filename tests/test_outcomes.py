@@ -70,7 +70,8 @@ def test_a_missed_target_saves_the_result_then_exits_3(miss_pass, foreign_onnx, 
     captured = capsys.readouterr()
     assert code == 3
     last = captured.err.strip().splitlines()[-1]  # after any progress lines: the one line that says why
-    assert "target not met (test-miss: mean cosine 0.9 < 0.99): the best configuration found was saved" in last
+    assert "target not met (test-miss: mean cosine 0.9 < 0.99): the best configuration found was saved" \
+        in last
     assert "target missed: mean cosine 0.9 < 0.99; tries=3" in captured.out  # the passes table says so too
     assert (out / "model.onnx").exists()
     step = json.loads((out / "report.json").read_text())["passes"][-1]

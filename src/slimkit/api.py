@@ -19,6 +19,7 @@ from slimkit.models.base import WorkingModel
 from slimkit.models.loading import load
 from slimkit.passes.base import Context
 from slimkit.passes.outcome import Outcome
+from slimkit.passes.outcome import targets_missed as _targets_missed
 from slimkit.pipeline import Recipe, Target, load_recipe, plan, run_pipeline
 from slimkit.scratch import make_scratch
 
@@ -40,8 +41,8 @@ class OptimizeResult:
 
     def targets_missed(self) -> list[str]:
         """'pass: how far off' for each pass that missed its target (its best effort is the model kept)."""
-        pairs = zip(self.steps, self.outcomes, strict=True)
-        return [f"{step['pass']}: {outcome.reason}" for step, outcome in pairs if outcome.missed]
+        return _targets_missed((step["pass"], outcome) for step, outcome in zip(self.steps, self.outcomes,
+                                                                                   strict=True))
 
     def require_targets(self) -> None:
         """Raise TargetNotMetError (exit code 3 in the CLI) when a pass missed its target. The result, and the
@@ -231,9 +232,8 @@ def target_overrides(recipe: Recipe, min_cosine: float | None, max_drop: float |
 
 def targets_missed(report: dict) -> list[str]:
     """'pass: how far off' for each pass of a report (report.json read back) that missed its target."""
-    missed = [(p.get("pass"), Outcome.from_dict(p.get("outcome"))) for p in report.get("passes") or []
-              if isinstance(p, dict)]
-    return [f"{name}: {outcome.reason}" for name, outcome in missed if outcome.missed]
+    return _targets_missed((str(p.get("pass")), Outcome.from_dict(p.get("outcome")))
+                           for p in report.get("passes") or [] if isinstance(p, dict))
 
 
 def _build(outcome: OptimizeResult, threads: int, data_plan: dict | None = None) -> dict:

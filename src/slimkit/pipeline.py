@@ -17,7 +17,7 @@ import yaml
 from slimkit.errors import SlimkitError
 from slimkit.models.base import ModelKind, WorkingModel
 from slimkit.passes.base import Context, Pass, get_pass
-from slimkit.passes.outcome import Outcome
+from slimkit.passes.outcome import Outcome, targets_missed
 
 _RECIPE_KEYS = {"name", "description", "passes"}
 
@@ -196,8 +196,8 @@ class PipelineResult:
 
     def targets_missed(self) -> list[str]:
         """'pass: how far off' for each step that missed its target (its best effort was kept)."""
-        pairs = zip(self.steps, self.outcomes, strict=True)
-        return [f"{step['pass']}: {outcome.reason}" for step, outcome in pairs if outcome.missed]
+        return targets_missed((step["pass"], outcome) for step, outcome in zip(self.steps, self.outcomes,
+                                                                                  strict=True))
 
 
 @dataclass(frozen=True)

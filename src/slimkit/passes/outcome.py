@@ -7,6 +7,7 @@ keys that happen to be in a pass's stats; the stats keep the numbers the report 
 from __future__ import annotations
 
 import enum
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -62,4 +63,9 @@ class Outcome:
                    data.get("target"))
 
 
-__all__ = ["Outcome", "Status"]
+def targets_missed(passes: Iterable[tuple[str, Outcome]]) -> list[str]:
+    """'pass: how far off' for each (pass name, outcome) that missed its target."""
+    return [f"{name}: {outcome.reason}" for name, outcome in passes if outcome.missed]
+
+
+__all__ = ["Outcome", "Status", "targets_missed"]

@@ -126,8 +126,10 @@ def summarize_stats(stats: Any, limit: int = 90, outcome: Any = None) -> str:
     elif not stats:
         text = lead or DASH
     else:
-        body = _short(stats) if not isinstance(stats, dict) else \
-            ", ".join(f"{k}={_short(v, str(k))}" for k, v in stats.items())
+        if isinstance(stats, dict):
+            body = ", ".join(f"{k}={_short(v, str(k))}" for k, v in stats.items())
+        else:
+            body = _short(stats)
         text = f"{lead}; {body}" if lead else body
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
