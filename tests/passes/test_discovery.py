@@ -125,6 +125,16 @@ def test_an_installed_package_adds_a_pass_through_its_entry_point(registry, tmp_
     assert cls.__module__ == "slimkit_echo_plugin" and cls().run(None, Context()).stats == {"echo": True}
 
 
+def test_an_entry_point_may_name_a_module_whose_passes_register_themselves(registry, tmp_path, monkeypatch):
+    source = PLUGIN.format(name="echo-module").replace("class Echo", "@register\nclass Echo").replace(
+        "import Pass, PassResult", "import Pass, PassResult, register")
+    _install_plugin(tmp_path, "slimkit_echo_mod", "slimkit_echo_module", "echo = slimkit_echo_module", source)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "slimkit_echo_module", raising=False)
+    base.discover_passes(again=True)
+    assert get_pass("echo-module").__module__ == "slimkit_echo_module"
+
+
 def test_a_plugin_that_fails_to_load_is_one_clear_error(registry, tmp_path, monkeypatch):
     _install_plugin(tmp_path, "slimkit_broken", "slimkit_broken_plugin", "broken = slimkit_broken_plugin:Nope",
                     "import a_module_that_is_not_installed\n")
