@@ -16,8 +16,9 @@ from pathlib import Path
 from machine import print_machine
 
 from slimkit import optimize
-from slimkit.models.loading import load
+from slimkit.formats import load
 from slimkit.report.flags import speed_verdict
+from slimkit.settings import MeasureSettings, TrainSettings
 from slimkit.zoo import trained_digits_model
 
 
@@ -33,8 +34,8 @@ def main() -> None:
     for batch in (int(b) for b in args.batch_sizes.split(",")):
         for recipe in args.recipes.split(","):
             model = load(trained_digits_model("cnn", cache_dir=cache), task="classification")
-            result = optimize(model, recipe, data="sklearn:digits:val", train_data="sklearn:digits:fit",
-                              eval_data="sklearn:digits:test", batch_size=batch)
+            result = optimize(model, recipe, data="sklearn:digits:val", settings=MeasureSettings(batch_size=batch), training=TrainSettings(data="sklearn:digits:fit"),
+                              eval_data="sklearn:digits:test")
             report = result.report
             p50 = {m["label"]: m["latency_ms"]["p50"] for m in report["measurements"]}
             ratios = {r["model"]: r for r in report["ratios"]}

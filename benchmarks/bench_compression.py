@@ -30,12 +30,15 @@ from slimkit.algorithms.lowrank import rank_for_ratio, truncated_svd  # noqa: E4
 from slimkit.data import load_data, text_data  # noqa: E402
 from slimkit.evaluate.fidelity import accuracy, compare_outputs  # noqa: E402
 from slimkit.evaluate.measure import compare_latency  # noqa: E402
-from slimkit.evaluate.runners import make_runner  # noqa: E402
+from slimkit.formats import (
+    load,  # noqa: E402
+    make_runner,  # noqa: E402
+)
 from slimkit.models.base import OnnxModel  # noqa: E402
-from slimkit.models.loading import load  # noqa: E402
 from slimkit.passes.base import Context  # noqa: E402
 from slimkit.pipeline import load_recipe, run_pipeline  # noqa: E402
 from slimkit.report.environment import environment  # noqa: E402
+from slimkit.settings import MeasureSettings  # noqa: E402
 from slimkit.zoo import minilm_path, sentences, trained_digits_model  # noqa: E402
 
 
@@ -84,7 +87,7 @@ def layer_speedups(shapes: list[tuple[int, int, int]], rounds: int, threads: int
 def minilm(args) -> dict:
     torch_model = load(minilm_path())
     work = Path(tempfile.mkdtemp(prefix="bc-"))
-    ctx = Context(workdir=work, threads=args.threads)
+    ctx = Context(workdir=work, settings=MeasureSettings(threads=args.threads))
     base = run_pipeline(torch_model, load_recipe("onnx"), ctx).model
     data = text_data(sentences("eval", args.eval_sentences), base, batch_size=1, seq_len=128)
     base_bytes = base.path.read_bytes()
@@ -122,7 +125,7 @@ def minilm(args) -> dict:
 
 def digits_mlp(args) -> dict:
     torch_model = load(trained_digits_model("mlp", cache_dir=Path(".cache")), task="classification")
-    ctx = Context(workdir=Path(tempfile.mkdtemp(prefix="bcd-")), threads=args.threads)
+    ctx = Context(workdir=Path(tempfile.mkdtemp(prefix="bcd-")), settings=MeasureSettings(threads=args.threads))
     base = run_pipeline(torch_model, load_recipe("onnx"), ctx).model
     result = run_pipeline(base, load_recipe("svd-ratio-0.5"), ctx)
     stats = result.steps[-1]["stats"]

@@ -21,10 +21,11 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 from slimkit.data import text_data  # noqa: E402
 from slimkit.evaluate.measure import Evaluator, compare_latency  # noqa: E402
-from slimkit.models.loading import load  # noqa: E402
+from slimkit.formats import load  # noqa: E402
 from slimkit.passes.base import Context  # noqa: E402
 from slimkit.pipeline import load_recipe, run_pipeline  # noqa: E402
 from slimkit.report.environment import environment  # noqa: E402
+from slimkit.settings import MeasureSettings  # noqa: E402
 from slimkit.zoo import minilm_path, sentences, trained_digits_model  # noqa: E402
 
 
@@ -46,7 +47,7 @@ def convert_all(torch_model, ctx, tflite: bool) -> tuple[dict, dict]:
 
 def bench_model(title, torch_model, data, ctx, *, tflite, rounds, seconds_per_round, threads) -> dict:
     artifacts, conv_seconds = convert_all(torch_model, ctx, tflite)
-    evaluator = Evaluator(data, reference=torch_model, threads=threads, batch_size=1)
+    evaluator = Evaluator(data, reference=torch_model, settings=MeasureSettings(threads=threads, batch_size=1))
     fidelity = {name: evaluator.measure(model, latency=False).fidelity for name, model in artifacts.items()}
     feed = evaluator.dataset.batches[0].feed
     p50 = compare_latency({"pytorch": torch_model, **artifacts}, feed, threads=threads, rounds=rounds,
@@ -68,7 +69,7 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", default="benchmarks/out/conversion.json")
     args = parser.parse_args()
-    ctx = Context(threads=args.threads)
+    ctx = Context(settings=MeasureSettings(threads=args.threads))
     results = []
     for name in ("mlp", "cnn"):
         model = load(trained_digits_model(name, cache_dir=Path(".cache")), task="classification")

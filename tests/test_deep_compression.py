@@ -11,10 +11,10 @@ import torch
 
 from slimkit.datasets import digits_arrays
 from slimkit.errors import SlimkitError
-from slimkit.evaluate.runners import make_runner
-from slimkit.models.loading import load
+from slimkit.formats import load, make_runner
 from slimkit.passes.base import Context, get_pass
 from slimkit.pipeline import load_recipe, run_pipeline
+from slimkit.settings import MeasureSettings
 from slimkit.zoo import trained_digits_model
 
 
@@ -26,7 +26,7 @@ def accuracy(module) -> float:
 
 def ctx(tmp_path, **kw) -> Context:
     # Train on "fit", pick epochs on "val": the test split that the assertions read had no say in training.
-    return Context(train_data="sklearn:digits:fit", data="sklearn:digits:val", workdir=tmp_path, threads=1, **kw)
+    return Context(train_data="sklearn:digits:fit", data="sklearn:digits:val", workdir=tmp_path, settings=MeasureSettings(threads=1), **kw)
 
 
 @pytest.fixture

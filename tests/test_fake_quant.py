@@ -18,8 +18,8 @@ from slimkit.algorithms.quant import (
 )
 from slimkit.datasets import digits_arrays
 from slimkit.errors import SlimkitError
+from slimkit.formats import load
 from slimkit.models.base import OnnxModel, TorchModel
-from slimkit.models.loading import load
 from slimkit.passes.base import Context, get_pass
 from slimkit.passes.fake_quant import FakeQuantizer, FakeQuantLayer, fake_quantize_module
 from slimkit.passes.quantize import cpu_has_vnni

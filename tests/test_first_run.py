@@ -58,7 +58,7 @@ def mlp_onnx(work):
 
 
 def trained_model(work):
-    from slimkit.models.loading import load
+    from slimkit.formats import load
     from slimkit.zoo import DigitsMLP
 
     return load(DigitsMLP(), weights=work / "mlp.safetensors")

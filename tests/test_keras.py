@@ -26,12 +26,12 @@ from slimkit.api import convert, optimize  # noqa: E402
 from slimkit.cli import main as cli_main  # noqa: E402
 from slimkit.datasets import digits_arrays  # noqa: E402
 from slimkit.errors import MissingExtraError, SlimkitError  # noqa: E402
-from slimkit.evaluate.runners import make_runner  # noqa: E402
+from slimkit.formats import load, make_runner  # noqa: E402
 from slimkit.models.base import TorchModel  # noqa: E402
 from slimkit.models.keras import save_keras  # noqa: E402
-from slimkit.models.loading import load  # noqa: E402
 from slimkit.passes.base import Context, get_pass  # noqa: E402
 from slimkit.pipeline import Recipe, builtin_recipes, load_recipe, run_pipeline  # noqa: E402
+from slimkit.settings import MeasureSettings, TrainSettings  # noqa: E402
 
 if keras.backend.backend() != "torch":  # pragma: no cover - another test imported Keras on another backend
     pytest.skip("Keras was imported with a non-torch backend", allow_module_level=True)
@@ -211,7 +211,7 @@ def test_recipes_on_keras_model_report_accuracy(work, recipe):
     # The MLP (.keras) rather than the CNN: eager Keras convolutions on the torch backend are slow to measure.
     assert recipe in builtin_recipes(), f"built-in recipe {recipe} is missing"
     max_drop, min_cosine = _BOUNDS[recipe]
-    result = optimize(work["root"] / "mlp.keras", recipe, data=str(work["root"] / "mlp.npz"), max_eval_samples=96)
+    result = optimize(work["root"] / "mlp.keras", recipe, data=str(work["root"] / "mlp.npz"), settings=MeasureSettings(max_samples=96))
     original, baseline, optimized = result.measurements  # a Keras model runs in PyTorch: ONNX gets a baseline
     assert baseline.label == "plain onnx" and baseline.runtime == "onnxruntime"
     assert original.metrics.get("accuracy", 0) > 0.85, original.metrics
@@ -257,7 +257,8 @@ def test_fp16_tflite_from_h5_with_the_seed_command(work, tmp_path):
                      str(out), "--data", str(work["root"] / "mlp.npz")])
     assert code == 0
     report = json.loads((out / "report.json").read_text())
-    assert report["recipe"]["name"] == "tflite-fp16"
+    assert report["recipe"]["name"] == "fp16+tflite"
+    assert [p["pass"] for p in report["recipe"]["passes"]] == ["to-tflite"]
     original, plain, fp16 = report["measurements"]
     assert plain["label"] == "plain tflite" and fp16["baseline"] == "plain tflite"
     assert fp16["runtime"] == "litert" and fp16["fidelity"]["cosine_min"] > 0.999
@@ -316,7 +317,7 @@ def test_to_keras_pass_after_pruning_with_fine_tuning(work, tmp_path):
     recipe = Recipe("prune-finetune-keras", "prune 50% with fine-tuning, back to .keras",
                     [("prune", {"sparsity": 0.5, "train": {"epochs": 2}}), ("to-keras", {})])
     result = optimize(work["root"] / "mlp.keras", recipe, data=str(work["root"] / "mlp.npz"),
-                      train_data=str(work["root"] / "mlp-train.npz"), measure=False)
+                      training=TrainSettings(data=str(work["root"] / "mlp-train.npz")), measure=False)
     assert result.steps[0]["stats"]["training"]["steps"] > 0
     stats = result.steps[1]["stats"]
     assert stats["kernels"] == 3 and abs(stats["kernel_sparsity"] - 0.5) < 0.01, stats

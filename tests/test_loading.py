@@ -16,10 +16,11 @@ from torch import nn
 from slimkit.datasets import digits_arrays
 from slimkit.errors import SlimkitError
 from slimkit.evaluate.measure import Evaluator, evaluate
-from slimkit.evaluate.runners import make_runner
+from slimkit.formats import load, make_runner
 from slimkit.models.base import ModelKind, OnnxModel, TorchModel
-from slimkit.models.loading import load, shapes_from_data
+from slimkit.models.input_shapes import shapes_from_data
 from slimkit.passes.base import Context, get_pass
+from slimkit.settings import MeasureSettings
 
 
 class Tiny(nn.Module):
@@ -431,7 +432,7 @@ def test_foreign_onnx_built_by_hand(foreign_onnx, foreign_forward_fn, tmp_path):
     labels[:10] = (labels[:10] + 1) % 3  # 10 of 40 wrong: accuracy must be exactly 0.75
     np.savez(tmp_path / "d.npz", features=x, labels=labels)
     np.testing.assert_allclose(make_runner(model, 1).run({"features": x})[0], expected, rtol=1e-5, atol=1e-5)
-    m = evaluate(model, tmp_path / "d.npz", batch_size=8)
+    m = evaluate(model, tmp_path / "d.npz", settings=MeasureSettings(batch_size=8))
     assert m.kind == "onnx" and m.runtime == "onnxruntime"
     assert m.metrics["accuracy"] == pytest.approx(0.75)
     assert m.data == {"source": str(tmp_path / "d.npz"), "samples": 40, "generated": False,

@@ -17,7 +17,7 @@ from slimkit.errors import SlimkitError, TargetNotMetError
 from slimkit.evaluate.fidelity import accuracy_with_interval, wilson_interval
 from slimkit.evaluate.latency import paired_ratio
 from slimkit.evaluate.measure import Evaluator
-from slimkit.models.loading import load
+from slimkit.formats import load
 from slimkit.report.flags import accuracy_change, compute_flags, speed_verdict
 
 QUICK = {"latency_rounds": 3, "round_runs": 3, "round_seconds": 0.0, "warmup": 1}

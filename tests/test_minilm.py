@@ -6,8 +6,9 @@ import numpy as np
 
 from slimkit.data import text_data
 from slimkit.evaluate.measure import Evaluator
-from slimkit.evaluate.runners import make_runner
+from slimkit.formats import make_runner
 from slimkit.models.base import OnnxModel, TorchModel
+from slimkit.settings import MeasureSettings
 from slimkit.zoo import minilm_path, sentences
 
 
@@ -43,7 +44,7 @@ def test_onnx_matches_torch_on_real_sentences(minilm, minilm_onnx):
     assert len(texts) == 32 and len(set(texts)) == 32
     data = text_data(texts, minilm, batch_size=8, seq_len=128)
     assert data.batches[0].feed["input_ids"].shape == (8, 128)
-    evaluator = Evaluator(data, reference=minilm, like=minilm_onnx.model, batch_size=8, threads=2,
+    evaluator = Evaluator(data, reference=minilm, like=minilm_onnx.model, settings=MeasureSettings(batch_size=8, threads=2),
                           latency_rounds=2, round_runs=2, round_seconds=0.0, warmup=1)
     m = evaluator.measure(minilm_onnx.model)
     assert m.data["samples"] == 32 and not m.data["generated"]

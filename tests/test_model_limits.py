@@ -18,6 +18,7 @@ import pytest
 
 from slimkit.cli import main
 from slimkit.errors import SlimkitError
+from slimkit.settings import MeasureSettings
 from slimkit.zoo import sentences
 
 LIMIT = 64
@@ -91,7 +92,7 @@ def test_convert_without_seq_len_uses_the_model_limit(converted, tiny_bert, text
     from slimkit.api import bench
 
     said: list[str] = []
-    [measured] = bench([str(tiny_bert)], data=str(text_file), threads=1, progress=said.append)
+    [measured] = bench([str(tiny_bert)], data=str(text_file), settings=MeasureSettings(threads=1), progress=said.append)
     assert NOTE in said and measured.data["samples"] == 12
 
 
@@ -109,10 +110,10 @@ def test_explicit_seq_len_over_the_limit_is_refused_before_any_work(capsys, tiny
     from slimkit.api import bench
 
     with pytest.raises(SlimkitError, match="sequence of 100 tokens is longer than the model's 64 positions"):
-        bench([str(tiny_bert)], data=str(text_file), seq_len=100, threads=1)
+        bench([str(tiny_bert)], data=str(text_file), settings=MeasureSettings(seq_len=100, threads=1))
     # At the limit itself it runs, and says nothing about the default.
     said: list[str] = []
-    [measured] = bench([str(tiny_bert)], data=str(text_file), seq_len=LIMIT, threads=1, progress=said.append)
+    [measured] = bench([str(tiny_bert)], data=str(text_file), settings=MeasureSettings(seq_len=LIMIT, threads=1), progress=said.append)
     assert measured.data["samples"] == 12 and NOTE not in said
 
 

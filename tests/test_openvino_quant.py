@@ -11,11 +11,11 @@ import pytest
 from slimkit import optimize
 from slimkit.cli import main
 from slimkit.errors import SlimkitError
-from slimkit.evaluate.runners import make_runner
+from slimkit.formats import load, make_runner
 from slimkit.hardware import native_openvino_precisions, resolve_openvino_precision
 from slimkit.models.base import ModelKind
-from slimkit.models.loading import load
 from slimkit.pipeline import load_recipe, plan, retarget
+from slimkit.settings import MeasureSettings
 
 pytest.importorskip("nncf")
 
@@ -28,7 +28,7 @@ def mlp(digits_mlp):
 
 
 def _rt_precision(path) -> str:
-    from slimkit.evaluate.runners import import_openvino
+    from slimkit.hardware import import_openvino
 
     model = import_openvino().Core().read_model(str(path))
     return str(model.get_rt_info(["runtime_options", "INFERENCE_PRECISION_HINT"]).astype(str))
@@ -66,7 +66,7 @@ def test_precision_without_an_openvino_artifact_is_refused(mlp):
 
 def test_int8_static_to_openvino_is_nncf_int8_within_half_a_point(digits_cnn):
     cnn = load(digits_cnn, task="classification")
-    result = optimize(cnn, "int8-static", to="openvino", batch_size=32, **DIGITS)
+    result = optimize(cnn, "int8-static", to="openvino", settings=MeasureSettings(batch_size=32), **DIGITS)
     assert [s["pass"] for s in result.steps][-2:] == ["to-openvino", "ov-int8"]
     stats = result.steps[-1]["stats"]
     assert stats["fake_quantize_nodes"] > 0 and stats["calibration_samples"] >= 16

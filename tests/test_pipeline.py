@@ -8,9 +8,8 @@ import onnx
 import pytest
 
 from slimkit.errors import SlimkitError
-from slimkit.evaluate.runners import make_runner
+from slimkit.formats import load, make_runner
 from slimkit.models.base import ModelKind, OnnxModel
-from slimkit.models.loading import load
 from slimkit.passes.base import Context, available_passes
 from slimkit.pipeline import builtin_recipes, load_recipe, parse_recipe, plan, run_pipeline
 

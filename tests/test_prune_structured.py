@@ -13,7 +13,7 @@ from torch import nn
 
 import slimkit.passes.prune_structured  # noqa: F401  (registers the pass until it is a builtin)
 from slimkit.errors import SlimkitError
-from slimkit.models.loading import load
+from slimkit.formats import load
 from slimkit.passes.base import Context, get_pass
 from slimkit.pipeline import load_recipe, run_pipeline
 from slimkit.pruning import count_macs, prune_structured

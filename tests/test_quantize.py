@@ -13,11 +13,12 @@ from slimkit.data import text_data
 from slimkit.datasets import digits_arrays
 from slimkit.errors import SlimkitError
 from slimkit.evaluate.measure import Evaluator
-from slimkit.models.loading import load
+from slimkit.formats import load
 from slimkit.passes.base import Context, get_pass
 from slimkit.passes.fusion import padded_inputs
 from slimkit.passes.quantize import resolve_reduce_range
 from slimkit.pipeline import load_recipe, run_pipeline
+from slimkit.settings import MeasureSettings
 from slimkit.zoo import sentences
 
 
@@ -42,7 +43,7 @@ def digits_onnx(digits_cache, tmp_path_factory):
 
 
 def measure_pair(original, quantized, data, batch_size=32):
-    ev = Evaluator(data, reference=original, like=original, batch_size=batch_size, latency_rounds=3,
+    ev = Evaluator(data, reference=original, like=original, settings=MeasureSettings(batch_size=batch_size), latency_rounds=3,
                    round_runs=3, round_seconds=0.0)
     return ev.measure(original), ev.measure(quantized)
 
@@ -169,7 +170,7 @@ def test_min_cosine_on_a_recipe_without_target_is_an_error(digits_onnx, tmp_path
 
 def test_fusion_is_faithful_on_padded_minilm(minilm_onnx, tmp_path):
     model = minilm_onnx.model
-    ctx = Context(workdir=tmp_path, seq_len=32)
+    ctx = Context(workdir=tmp_path, settings=MeasureSettings(seq_len=32))
     assert padded_inputs(model, ctx)[0]["attention_mask"].min() == 0
     result = get_pass("transformer-fusion")({"max_latency_ratio": 10.0}).run(model, ctx)
     assert result.stats["kept"] is True, result.stats
@@ -180,7 +181,7 @@ def test_fusion_is_faithful_on_padded_minilm(minilm_onnx, tmp_path):
 
 def test_int8_dynamic_minilm_real_sentences(minilm_onnx, tmp_path):
     model = minilm_onnx.model
-    ctx = Context(workdir=tmp_path, seq_len=64)
+    ctx = Context(workdir=tmp_path, settings=MeasureSettings(seq_len=64))
     fused = get_pass("transformer-fusion")({"max_latency_ratio": 10.0}).run(model, ctx).model
     quantized = get_pass("int8-dynamic")().run(fused, ctx).model
     assert "QAttention" in op_types(quantized)  # the mask survived: QAttention gets the raw mask

@@ -77,7 +77,7 @@ def test_bench_refuses_an_unknown_runtime_in_one_line(foreign_onnx, capsys):
 
 
 def test_bench_runtime_refuses_a_model_that_is_not_onnx(foreign_onnx, tmp_path, capsys):
-    from slimkit.evaluate.runners import import_openvino
+    from slimkit.hardware import import_openvino
 
     ov = import_openvino()
     path, _ = foreign_onnx

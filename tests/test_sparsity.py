@@ -19,8 +19,9 @@ from slimkit.algorithms.sparsity import (
     unpack_mask,
 )
 from slimkit.errors import SlimkitError
-from slimkit.evaluate.runners import OpenVinoRunner, OrtRunner
-from slimkit.models.loading import load
+from slimkit.formats import load
+from slimkit.formats.onnx import OrtRunner
+from slimkit.formats.openvino import OpenVinoRunner
 from slimkit.passes.base import Context, get_pass
 from slimkit.pipeline import load_recipe, run_pipeline
 from slimkit.zoo import trained_digits_model

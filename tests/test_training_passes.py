@@ -8,9 +8,10 @@ import torch
 
 from slimkit.datasets import digits_arrays
 from slimkit.errors import SlimkitError
-from slimkit.models.loading import load
+from slimkit.formats import load
 from slimkit.passes.base import Context, get_pass
 from slimkit.pipeline import load_recipe, run_pipeline
+from slimkit.settings import MeasureSettings
 from slimkit.zoo import trained_digits_model
 
 
@@ -26,7 +27,7 @@ def teacher(digits_cache):
 
 
 def ctx(tmp_path, **kw) -> Context:
-    return Context(train_data="sklearn:digits:train", data="sklearn:digits:test", workdir=tmp_path, threads=1, **kw)
+    return Context(train_data="sklearn:digits:train", data="sklearn:digits:test", workdir=tmp_path, settings=MeasureSettings(threads=1), **kw)
 
 
 def test_distill_small_student_learns_from_teacher(teacher, tmp_path):
@@ -53,7 +54,7 @@ def test_distill_unlabeled_uses_teacher_only(teacher, tmp_path):
 def test_distill_rejects_labels_missing_and_mismatched_student(teacher, tmp_path):
     x, _ = digits_arrays("train")
     np.savez(tmp_path / "unlabeled.npz", x=x)
-    bad = Context(train_data=str(tmp_path / "unlabeled.npz"), workdir=tmp_path, threads=1)
+    bad = Context(train_data=str(tmp_path / "unlabeled.npz"), workdir=tmp_path, settings=MeasureSettings(threads=1))
     with pytest.raises(SlimkitError, match="training data has none"):
         get_pass("distill")({"student": "slimkit.zoo:small_digits_mlp", "alpha": 0.5,
                              "train": {"epochs": 1}}).run(teacher, bad)
@@ -85,7 +86,7 @@ def test_prune_then_export_runs_in_onnx_runtime_with_smaller_file(teacher, tmp_p
     dense = run_pipeline(teacher, load_recipe("onnx"), Context(workdir=tmp_path / "dense")).model
     assert result.model.kind == "onnx"
     assert result.model.size_bytes() < 0.6 * dense.size_bytes()
-    from slimkit.evaluate.runners import OrtRunner
+    from slimkit.formats.onnx import OrtRunner
 
     x, _ = digits_arrays("test")
     out = OrtRunner(result.model, 1).run({"x": x})[0]

@@ -4,13 +4,14 @@ with proof measured on the runtime they ship on."""
 from slimkit.api import OptimizeResult, bench, convert, optimize
 from slimkit.errors import SlimkitError
 from slimkit.evaluate.measure import Evaluator, Measurement, evaluate
+from slimkit.formats import load
 from slimkit.inspect_model import inspect_model
-from slimkit.models.loading import load
 from slimkit.pipeline import load_recipe
+from slimkit.settings import MeasureSettings, TrainSettings
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "Evaluator", "Measurement", "OptimizeResult", "SlimkitError", "bench", "convert", "evaluate",
-    "inspect_model", "load", "load_recipe", "optimize",
+    "Evaluator", "MeasureSettings", "Measurement", "OptimizeResult", "SlimkitError", "TrainSettings", "bench",
+    "convert", "evaluate", "inspect_model", "load", "load_recipe", "optimize",
 ]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import shutil
 import tempfile
 import weakref
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -14,17 +14,15 @@ from slimkit.artifacts import publish_files, staged_folder, write_artifact
 from slimkit.baseline import baseline_label, baseline_recipe, reusable_prefix
 from slimkit.dataplan import plan_data
 from slimkit.errors import SlimkitError, TargetNotMetError
-from slimkit.evaluate.measure import Evaluator, Measurement, check_run_options
+from slimkit.evaluate.measure import Evaluator, Measurement
+from slimkit.formats import bench_runtimes, convert_targets, load
 from slimkit.models.base import WorkingModel
-from slimkit.models.loading import load
 from slimkit.passes.base import Context
 from slimkit.passes.outcome import Outcome
 from slimkit.passes.outcome import targets_missed as _targets_missed
 from slimkit.pipeline import Recipe, Target, load_recipe, plan, run_pipeline
 from slimkit.scratch import make_scratch
-
-CONVERT_TARGETS = {"onnx": "onnx", "fp16": "fp16", "openvino": "openvino", "tflite": "tflite"}
-_SUFFIX_FOR_TARGET = {"onnx": ".onnx", "fp16": ".onnx", "openvino": ".xml", "tflite": ".tflite"}
+from slimkit.settings import MeasureSettings, TrainSettings
 
 
 @dataclass
@@ -79,47 +77,39 @@ def optimize(
     data: Any = None,
     eval_data: Any = None,
     output: str | Path | None = None,
-    threads: int = 2,
-    batch_size: int = 1,
-    seq_len: int | None = None,
-    shapes: Mapping[str, Sequence[int]] | None = None,
-    measure: bool = True,
-    max_eval_samples: int | None = None,
-    overrides: dict[str, dict] | None = None,
-    progress: Callable[[str], None] | None = None,
-    example_inputs: Any = None,
-    weights: str | Path | None = None,
-    task: str | None = None,
+    overwrite: bool = False,
+    to: str | None = None,
+    precision: str | None = None,
+    settings: MeasureSettings | None = None,
+    training: TrainSettings | None = None,
     min_cosine: float | None = None,
     max_drop: float | None = None,
-    train_data: Any = None,
-    checkpoint_dir: str | Path | None = None,
-    resume: bool = False,
-    to: str | None = None,
-    overwrite: bool = False,
-    keep_checkpoints: bool = True,
-    precision: str | None = None,
+    measure: bool = True,
+    overrides: dict[str, dict] | None = None,
+    progress: Callable[[str], None] | None = None,
+    **load_kwargs: Any,
 ) -> OptimizeResult:
     """Run a recipe on a model, measure the result against the original, and optionally save it.
 
-    `min_cosine` / `max_drop` set the target of accuracy-aware passes (e.g. `int8-auto`). Training passes learn
-    from `train_data` and pick their best epoch on `data`; given only one of them, a training recipe splits it
-    (see `slimkit.dataplan`). Calibration and selection read `data`; the reported figures come from `eval_data`
-    (default `data`, flagged `measured-on-seen-data` when a pass saw it). Training checkpoints each epoch under
-    `checkpoint_dir` and continues with `resume`. Labelled evaluation data is used whole unless
-    `max_eval_samples` caps it. An earlier slimkit output at `output` is replaced only with `overwrite`.
-    `precision` ('auto', 'f32', 'bf16', 'f16') sets an OpenVINO artifact's inference precision (default auto:
-    the fastest the CPU runs natively). With `keep_checkpoints` False the checkpoint folder is removed once the
-    run has succeeded (checkpoints only serve `resume` after an interruption, and can weigh hundreds of MB).
+    `settings` says how every model is run and measured (threads, batch size, sequence length, shapes, a sample
+    cap; labelled evaluation data is used whole unless capped). `training` says where training passes learn
+    (`training.data`; given only one of it and `data`, a training recipe splits it, see `slimkit.dataplan`) and
+    checkpoint. Calibration and selection read `data`; the reported figures come from `eval_data` (default
+    `data`, flagged `measured-on-seen-data` when a pass saw it). `min_cosine` / `max_drop` set the target of
+    accuracy-aware passes (e.g. `int8-auto`). `precision` ('auto', 'f32', 'bf16', 'f16') sets an OpenVINO
+    artifact's inference precision. An earlier slimkit output at `output` is replaced only with `overwrite`.
+    Other keywords (`example_inputs`, `weights`, `task`) go to `slimkit.load` when `model` is not loaded yet.
     """
-    check_run_options(threads=threads, batch_size=batch_size)
+    settings = settings or MeasureSettings()
+    training = training or TrainSettings()
+    train_data, shapes = training.data, settings.shapes
     say = progress or (lambda message: None)
-    original = _resolve_model(model, example_inputs=example_inputs, weights=weights, task=task, shapes=shapes,
-                              data=data if data is not None else train_data)
+    original = _resolve_model(model, shapes=shapes, data=data if data is not None else train_data, **load_kwargs)
     from slimkit.models.limits import resolve_seq_len
 
     seq_notes: list[str] = []  # None: 128, or the model's position limit when that is smaller
-    seq_len = resolve_seq_len(original, seq_len, say, seq_notes)
+    seq_len = resolve_seq_len(original, settings.seq_len, say, seq_notes)
+    settings = settings.with_seq_len(seq_len)
     recipe_obj = load_recipe(recipe)
     if to is not None:
         from slimkit.pipeline import retarget
@@ -167,16 +157,14 @@ def optimize(
 
         check_not_input(Path(output), original.files())
         check_output_folder(Path(output), overwrite=overwrite)
-    if resume and checkpoint_dir is None:
-        raise SlimkitError("resume needs the checkpoint folder of the interrupted run", "pass --checkpoint-dir")
     # Pass outputs live in a scratch folder kept as long as the resulting model object lives.
     workdir = make_scratch("slimkit-work-")
     if data_plan.split:
         say(f"split {data_plan.split['source']} into {data_plan.split['train']} training and "
             f"{data_plan.split['validation']} validation samples")
-    ctx = Context(data=data_plan.select, train_data=data_plan.train, reference=original, threads=threads,
-                  batch_size=batch_size, seq_len=seq_len, shapes=shapes, workdir=workdir, progress=lambda m: say(f"running pass {m}"),
-                  checkpoint_dir=Path(checkpoint_dir) if checkpoint_dir else None, resume=resume)
+    ctx = Context(data=data_plan.select, train_data=data_plan.train, reference=original, settings=settings,
+                  workdir=workdir, progress=lambda m: say(f"running pass {m}"),
+                  checkpoint_dir=training.checkpoint_dir, resume=training.resume)
     try:
         result = run_pipeline(original, recipe_obj, ctx, overrides, target=target, planned=planned)
     except BaseException:
@@ -200,20 +188,18 @@ def optimize(
             entries.append((base_label, base_model))
         entries.append((recipe_obj.name, result.model))
         say(f"measuring {len(entries)} models, interleaved")
-        evaluator = Evaluator(data_plan.evaluate, reference=original, like=original,
-                              threads=threads, batch_size=batch_size, seq_len=seq_len, shapes=shapes,
-                              max_samples=max_eval_samples)
+        evaluator = Evaluator(data_plan.evaluate, reference=original, like=original, settings=settings)
         outcome.measurements = evaluator.measure_all(entries)
         for m in outcome.measurements:
             m.data["seen_by"] = list(data_plan.seen_by)
         outcome.measurements[-1].baseline = base_label
-    outcome.report = _build(outcome, threads, data_plan.as_dict())
+    outcome.report = _build(outcome, settings.threads, data_plan.as_dict())
     outcome.report["notes"].extend(seq_notes)
     if output is not None:
         say("writing artifact")
         outcome.save(output, overwrite=overwrite)
-    if not keep_checkpoints and checkpoint_dir is not None:
-        shutil.rmtree(checkpoint_dir, ignore_errors=True)
+    if not training.keep_checkpoints and training.checkpoint_dir is not None:
+        shutil.rmtree(training.checkpoint_dir, ignore_errors=True)
     return outcome
 
 
@@ -267,25 +253,26 @@ def convert(
     output: str | Path,
     *,
     data: Any = None,
-    threads: int = 2,
-    seq_len: int | None = None,
-    shapes: Mapping[str, Sequence[int]] | None = None,
+    settings: MeasureSettings | None = None,
     progress: Callable[[str], None] | None = None,
     overwrite: bool = False,
-    batch_size: int = 1,
     **load_kwargs: Any,
 ) -> tuple[Path, OptimizeResult]:
     """Convert to one format (onnx, fp16, openvino, tflite), check fidelity, write the file atomically, with
     its report beside it (`model.report.json` / `.html` for `out/model.onnx`).
 
     `output` is a file path (`out/model.onnx`) or a folder (the canonical file name is used inside). An
-    existing file there is replaced only with `overwrite`.
+    existing file there is replaced only with `overwrite`. Fidelity is checked on at most 64 samples unless
+    `settings.max_samples` says otherwise.
     """
-    if to not in CONVERT_TARGETS:
-        raise SlimkitError(f"unknown target format '{to}'", f"choose one of: {', '.join(CONVERT_TARGETS)}")
-    original = _resolve_model(model, shapes=shapes, **load_kwargs)
+    settings = settings or MeasureSettings(max_samples=64)
+    targets = convert_targets()
+    if to not in targets:
+        raise SlimkitError(f"unknown target format '{to}'", f"choose one of: {', '.join(targets)}")
+    recipe_name, fmt = targets[to]
+    original = _resolve_model(model, shapes=settings.shapes, **load_kwargs)
     output = Path(output)
-    suffix = _SUFFIX_FOR_TARGET[to]
+    suffix = fmt.suffixes[0]
     target = output if output.suffix else output / ("model" + suffix)
     if target.suffix != suffix:
         raise SlimkitError(f"output {output} does not end in {suffix}, the {to} format's file type",
@@ -294,10 +281,9 @@ def convert(
 
     check_not_input(target, original.files())
     check_output_file(target, overwrite=overwrite)
-    check_run_options(threads=threads, batch_size=batch_size)
-    result = optimize(original, CONVERT_TARGETS[to], data=data, threads=threads, seq_len=seq_len, shapes=shapes,
-                      batch_size=batch_size,
-                      progress=progress, max_eval_samples=64)
+    if settings.max_samples is None:
+        settings = replace(settings, max_samples=64)
+    result = optimize(original, recipe_name, data=data, settings=settings, progress=progress)
     from slimkit.report import write_report
 
     result.report["command"] = "convert"
@@ -320,23 +306,21 @@ def bench(
     *,
     reference: Any = None,
     data: Any = None,
-    threads: int = 2,
-    batch_size: int = 1,
-    seq_len: int | None = None,
-    shapes: Mapping[str, Sequence[int]] | None = None,
-    max_samples: int | None = None,
+    settings: MeasureSettings | None = None,
     labels: Sequence[str] | None = None,
     progress: Callable[[str], None] | None = None,
     runtimes: Sequence[str] | None = None,
+    reference_label: str = "reference",
 ) -> list[Measurement]:
     """Measure one or more models on the same data, latency interleaved round by round; the reference (if any)
-    comes first. Labelled data is evaluated whole unless `max_samples` caps it.
+    comes first. Labelled data is evaluated whole unless `settings.max_samples` caps it.
 
     `runtimes` ('onnxruntime', 'openvino'): measure each ONNX model on each of them, as "<label> [<runtime>]";
     OpenVINO reads the ONNX file itself and runs it at the CPU's fastest native precision (`slimkit.hardware`).
     """
-    check_run_options(threads=threads, batch_size=batch_size)
-    known_runtimes = ("onnxruntime", "openvino")
+    settings = settings or MeasureSettings()
+    shapes = settings.shapes
+    known_runtimes = bench_runtimes()  # ONNX Runtime, and each format whose runtime reads ONNX files (OpenVINO)
     if runtimes is not None:
         names = runtimes.split(",") if isinstance(runtimes, str) else runtimes  # "onnxruntime,openvino" too
         runtimes = list(dict.fromkeys(str(r).strip() for r in names))
@@ -345,7 +329,7 @@ def bench(
             raise SlimkitError(f"--runtime {','.join(unknown) or '(none)'} is not a runtime slimkit can bench on",
                                f"give one or more of {', '.join(known_runtimes)}, separated by commas")
         if "openvino" in runtimes:
-            from slimkit.evaluate.runners import import_openvino
+            from slimkit.hardware import import_openvino
 
             import_openvino()  # the openvino extra missing: its install line, before any work
     loaded = [_resolve_model(m, shapes=shapes, data=data) for m in models]
@@ -360,24 +344,17 @@ def bench(
     ref = _resolve_model(reference, shapes=shapes, data=data) if reference is not None else None
     from slimkit.models.limits import resolve_seq_len
 
-    seq_len = resolve_seq_len([*loaded, ref], seq_len, progress)  # None: 128, or the models' limit if smaller
-    evaluator = Evaluator(data, reference=ref, like=ref or loaded[0], threads=threads, batch_size=batch_size,
-                          seq_len=seq_len, shapes=shapes, max_samples=max_samples)
+    # None: 128, or the models' limit if smaller
+    settings = settings.with_seq_len(resolve_seq_len([*loaded, ref], settings.seq_len, progress))
+    evaluator = Evaluator(data, reference=ref, like=ref or loaded[0], settings=settings)
     say = progress or (lambda message: None)
-    entries = [("reference", ref)] if ref is not None else []
+    entries = [(reference_label, ref)] if ref is not None else []
     for i, model in enumerate(loaded):
         label = labels[i] if labels else (model.source or f"model {i + 1}")
         if runtimes is None:
             entries.append((label, model))
             continue
-        from slimkit.models.base import OpenVinoModel
-
-        for runtime in runtimes:
-            if runtime == "onnxruntime":
-                entries.append((f"{label} [onnxruntime]", model))
-            else:  # OpenVINO reads the ONNX file directly (a proto-only model is written out first)
-                on_openvino = OpenVinoModel(path=model.ensure_file(), precision="auto")
-                on_openvino.carry_over(model)
-                entries.append((f"{label} [openvino]", on_openvino))
+        for runtime in runtimes:  # OpenVINO reads the ONNX file directly (a proto-only model is written out first)
+            entries.append((f"{label} [{runtime}]", known_runtimes[runtime](model)))
     say(f"measuring {len(entries)} models, interleaved")
     return evaluator.measure_all(entries)

@@ -14,38 +14,23 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from slimkit.errors import SlimkitError
-from slimkit.models.base import ModelKind, OnnxModel, TorchModel, WorkingModel, save_onnx
-from slimkit.models.limits import record_in_onnx
+from slimkit.fileio import check_not_input
+from slimkit.formats.registry import format_of_kind
+from slimkit.models.base import OpenVinoModel, WorkingModel
+from slimkit.models.sidecar import SIDECAR, sidecar_for
 
-SIDECAR = "slimkit.json"
 _MARKERS = ("report.json", SIDECAR)
-
-
-def artifact_filename(kind: ModelKind) -> str:
-    return {ModelKind.ONNX: "model.onnx", ModelKind.OPENVINO: "model.xml", ModelKind.TFLITE: "model.tflite",
-            ModelKind.TORCH: "model.safetensors", ModelKind.SLIM: "model.slim"}[kind]
 
 
 def write_artifact(model: WorkingModel, folder: Path, filename: str | None = None) -> Path:
     """Write `model` into `folder` under a canonical name (plus tokenizer and sidecar); returns the main file."""
     folder.mkdir(parents=True, exist_ok=True)
-    name = filename or artifact_filename(model.kind)
+    fmt = format_of_kind(str(model.kind))
+    name = filename or fmt.filename
     target = folder / name
-    if isinstance(model, OnnxModel):
-        record_in_onnx(model.proto, model.max_positions)  # passes may rebuild the proto without metadata
-        save_onnx(model.proto, target)
-    elif model.kind == ModelKind.OPENVINO:
-        shutil.copyfile(model.path, target)
-        shutil.copyfile(model.path.with_suffix(".bin"), target.with_suffix(".bin"))
-    elif model.kind in (ModelKind.TFLITE, ModelKind.SLIM):
-        shutil.copyfile(model.path, target)
-    elif isinstance(model, TorchModel):
-        from safetensors.torch import save_file
-
-        state = {k: v.detach().contiguous() for k, v in model.module.state_dict().items()}
-        save_file(state, str(target))
-        if model.keras_file is not None:  # written back by the to-keras pass: ship it as model.keras too
-            shutil.copyfile(model.keras_file, folder / "model.keras")
+    if fmt.write is None:
+        raise SlimkitError(f"slimkit cannot write {fmt.name} models", "convert the model to an output format first")
+    fmt.write(model, target)
     tokenizer = None
     if model.tokenizer_dir is not None:
         tokenizer = "tokenizer" if name.startswith("model.") else f"{Path(name).stem}.tokenizer"
@@ -59,7 +44,7 @@ def write_artifact(model: WorkingModel, folder: Path, filename: str | None = Non
     }
     if model.max_positions:
         sidecar["max_positions"] = model.max_positions
-    if getattr(model, "precision", None) and model.kind == ModelKind.OPENVINO:
+    if isinstance(model, OpenVinoModel) and model.precision:
         sidecar["inference_precision"] = model.precision  # also in the IR's runtime_options
     sidecar_path = folder / (SIDECAR if name.startswith("model.") else f"{Path(name).stem}.{SIDECAR}")
     sidecar_path.write_text(json.dumps(sidecar, indent=2))
@@ -67,7 +52,7 @@ def write_artifact(model: WorkingModel, folder: Path, filename: str | None = Non
 
 
 def _input_names(model: WorkingModel) -> list[str] | None:
-    names = model.metadata.get("input_names")
+    names = getattr(model, "input_names", None)
     if names:
         return list(names)
     specs = getattr(model, "input_specs", None)
@@ -84,27 +69,6 @@ def _copy_tokenizer(source: Path, target: Path) -> None:
     for name in _TOKENIZER_FILES:
         if (source / name).exists():
             shutil.copyfile(source / name, target / name)
-
-
-def sidecar_for(path: Path) -> dict | None:
-    """The sidecar slimkit wrote beside a model file, if any."""
-    for candidate in (path.parent / f"{path.stem}.{SIDECAR}", path.parent / SIDECAR):
-        if candidate.exists():
-            try:
-                return json.loads(candidate.read_text())
-            except (OSError, json.JSONDecodeError):
-                return None
-    return None
-
-
-def check_not_input(output: Path, inputs: list[Path]) -> None:
-    """Refuse an output that is, or would replace, one of the inputs."""
-    out = output.resolve()
-    for item in inputs:
-        src = Path(item).resolve()
-        if out == src or (out.is_dir() and (src == out or out in src.parents)) or src in out.parents:
-            raise SlimkitError(f"the output {output} is the input {item} (or contains it)",
-                               "choose another output path; slimkit never overwrites its input")
 
 
 def check_output_folder(target: Path, *, overwrite: bool = False) -> None:
@@ -181,3 +145,7 @@ def publish_files(stage: Path, target_file: Path) -> None:
             os.replace(item, destination)
         else:
             os.replace(item, destination)
+
+
+__all__ = ["SIDECAR", "check_not_input", "check_output_file", "check_output_folder", "output_warnings",
+           "publish_files", "sidecar_for", "staged_folder", "write_artifact"]

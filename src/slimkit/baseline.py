@@ -9,35 +9,19 @@ takes every ratio and flag of the artifact against it; the original stays as the
 
 from __future__ import annotations
 
-from slimkit.models.base import ModelKind
-
-# What executes each kind, and the built-in recipe that makes a plain fp32 artifact of that kind.
-RUNTIME_OF_KIND = {
-    ModelKind.TORCH: "pytorch",
-    ModelKind.ONNX: "onnxruntime",
-    ModelKind.SLIM: "onnxruntime",  # a .slim archive is restored to ONNX and run there
-    ModelKind.OPENVINO: "openvino",
-    ModelKind.TFLITE: "litert",
-}
-PLAIN_EXPORT_RECIPE = {
-    ModelKind.ONNX: "onnx",
-    ModelKind.SLIM: "onnx",
-    ModelKind.OPENVINO: "openvino",
-    ModelKind.TFLITE: "tflite",
-}
+from slimkit.formats import format_of_kind
+from slimkit.pipeline import load_recipe, plan
 
 
-def baseline_recipe(original_kind: ModelKind, artifact_kind: ModelKind,
-                    steps: list[tuple[str, dict]]) -> str | None:
+def baseline_recipe(original_kind: str, artifact_kind: str, steps: list[tuple[str, dict]]) -> str | None:
     """The built-in recipe whose output is the artifact's baseline, or None when the original already runs on
     the artifact's runtime (it is the baseline) or when the recipe is itself that plain export."""
-    if RUNTIME_OF_KIND.get(original_kind) == RUNTIME_OF_KIND.get(artifact_kind):
+    # Each format names what runs it and the built-in recipe that makes its plain fp32 artifact.
+    if format_of_kind(original_kind).runtime == format_of_kind(artifact_kind).runtime:
         return None
-    plain = PLAIN_EXPORT_RECIPE.get(artifact_kind)
+    plain = format_of_kind(artifact_kind).plain_recipe
     if plain is None:
         return None
-    from slimkit.pipeline import load_recipe
-
     if [(n, c or {}) for n, c in steps] == [(n, c or {}) for n, c in load_recipe(plain).steps]:
         return None
     return plain
@@ -47,11 +31,9 @@ def baseline_label(recipe_name: str) -> str:
     return f"plain {recipe_name}"
 
 
-def reusable_prefix(plain: str, original_kind: ModelKind, records: list[dict]) -> int | None:
+def reusable_prefix(plain: str, original_kind: str, records: list[dict]) -> int | None:
     """How many leading steps of a pipeline run were exactly the plain export (same passes, same configs), so
     the model after them is the baseline and need not be made again; None when the run did not start so."""
-    from slimkit.pipeline import load_recipe, plan
-
     wanted = [(step.pass_.name, step.pass_.config.model_dump(mode="json"))
               for step in plan(load_recipe(plain), original_kind)]
     done = [(r["pass"], r["config"]) for r in records[:len(wanted)]]

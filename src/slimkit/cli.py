@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import json
 import os
 import sys
@@ -33,6 +34,8 @@ def _common(p: argparse.ArgumentParser, *, data: bool = True, json_help: str = "
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="slimkit", description="Make trained models smaller and faster, with proof.")
     parser.add_argument("--version", action="version", version=_version())
+    from slimkit.formats import convert_targets, output_formats
+
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("inspect", help="inputs, outputs, size, parameters, op histogram, largest layers")
@@ -42,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("convert", help="convert a model to onnx, fp16 onnx, openvino or tflite (fidelity checked)")
     p.add_argument("model")
-    p.add_argument("--to", required=True, choices=["onnx", "fp16", "openvino", "tflite"])
+    p.add_argument("--to", required=True, choices=list(convert_targets()))
     p.add_argument("-o", "--output", required=True, help="output file (out/model.onnx) or folder; the report "
                    "goes beside it (out/model.report.html)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
@@ -64,7 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint-dir", help="training passes write a checkpoint per epoch here and keep it "
                    "(default: OUTPUT.checkpoints, removed once the run succeeds)")
     p.add_argument("--resume", action="store_true", help="continue interrupted training from --checkpoint-dir")
-    p.add_argument("--to", choices=["onnx", "openvino", "tflite"],
+    p.add_argument("--to", choices=output_formats(),
                    help="artifact format at the end (e.g. --recipe fp16 --to tflite: fp16 TFLite; "
                    "--recipe int8-static --to openvino: NNCF int8 for OpenVINO)")
     p.add_argument("--precision", choices=["auto", "f32", "bf16", "f16"],
@@ -99,7 +102,19 @@ def _version() -> str:
     return f"slimkit {__version__}"
 
 
+# Exit codes: 0 done, 2 a user mistake or fixable environment problem, 3 a target not met (best effort saved),
+# 4 bench outputs that do not match the reference, 70 an internal error (EX_SOFTWARE: a slimkit bug),
+# 130 interrupted, 141 stdout closed early (e.g. piped into `head`).
+EXIT_INTERNAL = 70
+EXIT_BROKEN_PIPE = 141
+# OSErrors the user can fix (a full disk, a forbidden or read-only file or folder), not bugs of ours.
+_DISK_FULL = frozenset({errno.ENOSPC, errno.EDQUOT})
+_NOT_ALLOWED = frozenset({errno.EACCES, errno.EPERM, errno.EROFS})
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command. Every failure ends in one line on stderr and a non-zero exit code (listed above);
+    only an internal error with --verbose (or SLIMKIT_VERBOSE=1) adds its traceback."""
     from slimkit.errors import SlimkitError
 
     args = build_parser().parse_args(argv)
@@ -111,11 +126,51 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return COMMANDS[args.command](args)
     except SlimkitError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {_one_line(exc.problem)}" + (f": {_one_line(exc.hint)}" if exc.hint else ""), file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader went away: nothing left to say, and nobody to say it to
+        with contextlib.suppress(OSError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
+    except MemoryError:
+        print("error: out of memory: try a smaller --batch-size or less data, or a machine with more memory",
+              file=sys.stderr)
+        return 2
+    except OSError as exc:
+        if exc.errno not in _DISK_FULL | _NOT_ALLOWED:
+            return _internal_error(exc)
+        where = f" ({exc.filename})" if exc.filename else ""
+        hint = ("free some disk space, or write somewhere else" if exc.errno in _DISK_FULL
+                else "check that you may read the inputs and write to the output folder")
+        print(f"error: {exc.strerror or _one_line(str(exc))}{where}: {hint}", file=sys.stderr)
+        return 2
+    except Exception as exc:
+        return _internal_error(exc)
+
+
+def _one_line(text: str) -> str:
+    """The first non-empty line of a message: library text quoted in an error can span many lines."""
+    return next((line.strip() for line in str(text).splitlines() if line.strip()), "")
+
+
+def _internal_error(exc: BaseException) -> int:
+    """A slimkit bug, said as one: never dressed up as advice about the user's input. --verbose adds the traceback."""
+    import traceback
+
+    from slimkit.errors import describe
+    from slimkit.quiet import verbose
+
+    if verbose():
+        traceback.print_exception(exc, file=sys.stderr)
+        how = "the traceback is above"
+    else:
+        how = "rerun with --verbose (or SLIMKIT_VERBOSE=1) for the traceback"
+    print(f"error: internal error (a slimkit bug, not a problem with your input): {describe(exc)}; {how}, and "
+          "please report it", file=sys.stderr)
+    return EXIT_INTERNAL
 
 
 def _console(stderr: bool = False):
@@ -156,8 +211,17 @@ def _shapes(args):
     return parse_shapes(getattr(args, "shape", None)) or None
 
 
+def _settings(args):
+    """The measurement options of a command as one `MeasureSettings` (checked: a bad value is one line)."""
+    from slimkit.settings import MeasureSettings
+
+    return MeasureSettings(threads=args.threads, batch_size=getattr(args, "batch_size", 1),
+                           seq_len=getattr(args, "seq_len", None), shapes=_shapes(args),
+                           max_samples=getattr(args, "max_samples", None))
+
+
 def _load(args, source: str):
-    from slimkit.models.loading import load
+    from slimkit.formats import load
 
     return load(source, weights=getattr(args, "weights", None), task=getattr(args, "task", None), shapes=_shapes(args),
                 data=getattr(args, "data", None))
@@ -218,27 +282,29 @@ def cmd_inspect(args) -> int:
 def cmd_convert(args) -> int:
     from slimkit.api import convert
 
+    settings = _settings(args)  # a bad option is refused before the model loads
     model = _load(args, args.model)
     with _status(args) as say:
-        target, result = convert(model, args.to, args.output, data=args.data, threads=args.threads,
-                                 seq_len=args.seq_len, shapes=_shapes(args), progress=say,
-                                 batch_size=args.batch_size, overwrite=args.overwrite)
+        target, result = convert(model, args.to, args.output, data=args.data, settings=settings,
+                                 progress=say, overwrite=args.overwrite)
     return _print_result(args, result.report, extra={"output": str(target)})
 
 
 def cmd_optimize(args) -> int:
     from slimkit.api import optimize
+    from slimkit.settings import TrainSettings
 
+    settings = _settings(args)
     model = _load(args, args.model)
     with _status(args) as say:
         checkpoints = args.checkpoint_dir or f"{str(args.output).rstrip('/')}.checkpoints"
         overrides = {"distill": {"student": args.student}} if args.student else None
+        training = TrainSettings(data=args.train_data, checkpoint_dir=checkpoints, resume=args.resume,
+                                 keep_checkpoints=args.checkpoint_dir is not None)
         result = optimize(model, args.recipe, data=args.data, eval_data=args.eval_data, output=args.output,
-                          threads=args.threads, batch_size=args.batch_size, seq_len=args.seq_len,
-                          shapes=_shapes(args), progress=say, min_cosine=args.min_cosine, max_drop=args.max_drop,
-                          train_data=args.train_data, checkpoint_dir=checkpoints, resume=args.resume,
-                          overrides=overrides, to=args.to, overwrite=args.overwrite,
-                          keep_checkpoints=args.checkpoint_dir is not None, precision=args.precision)
+                          settings=settings, training=training, progress=say, min_cosine=args.min_cosine,
+                          max_drop=args.max_drop, overrides=overrides, to=args.to, overwrite=args.overwrite,
+                          precision=args.precision)
     code = _print_result(args, result.report, extra={"output": str(args.output)})
     result.require_targets()  # TargetNotMetError: exit code 3, after the artifact and report were written
     return code
@@ -260,12 +326,12 @@ def cmd_bench(args) -> int:
     from slimkit.api import bench
     from slimkit.report import build_report, print_report
 
+    settings = _settings(args)
     models = [_load(args, m) for m in args.models]
     reference = _load(args, args.reference) if args.reference else None
     with _status(args) as say:
-        results = bench(models, reference=reference, data=args.data, threads=args.threads,
-                        batch_size=args.batch_size, seq_len=args.seq_len, shapes=_shapes(args),
-                        max_samples=args.max_samples, labels=args.models, progress=say,
+        results = bench(models, reference=reference, data=args.data, settings=settings,
+                        labels=args.models, progress=say,
                         runtimes=args.runtime.split(",") if args.runtime is not None else None)
     report = build_report(command="bench", input_model={"model": ", ".join(args.models)},
                           measurements=[m.as_dict() for m in results],

@@ -20,9 +20,10 @@ import numpy as np
 
 from slimkit.errors import SlimkitError
 from slimkit.models.base import InputSpec, WorkingModel
+from slimkit.models.input_shapes import LABEL_KEYS
+from slimkit.models.input_shapes import as_array as _as_array
+from slimkit.models.limits import DEFAULT_SEQUENCE
 
-DEFAULT_SEQUENCE = 128
-LABEL_KEYS = ("labels", "label", "y")
 _SEQUENCE_NAMES = ("seq", "sequence", "sequence_length", "seq_len", "tokens", "length")
 _BATCH_NAMES = ("batch", "batch_size", "n", "N", "b", "B")
 
@@ -231,7 +232,7 @@ def load_data(
 def input_specs_of(model: WorkingModel) -> list[InputSpec]:
     specs = getattr(model, "input_specs", None)
     if specs is None:
-        from slimkit.evaluate.runners import make_runner
+        from slimkit.formats import make_runner
 
         specs = make_runner(model, threads=1).input_specs
     return list(specs)
@@ -374,16 +375,6 @@ def _stack_rows(rows: Sequence[Mapping], specs, source: str) -> dict[str, np.nda
 # What in-memory sources are called in reports and errors.
 _DICT_SOURCE = "data dict"
 _LOADER_SOURCE = "DataLoader"
-
-
-def _as_array(value: Any) -> np.ndarray:
-    """A numpy array from an array, a list, or a torch tensor (on any device, with or without grad)."""
-    if hasattr(value, "detach") and hasattr(value, "cpu") and hasattr(value, "numpy"):
-        value = value.detach().cpu()
-        if str(value.dtype) == "torch.bfloat16":  # numpy has no bfloat16
-            value = value.float()
-        return value.numpy()
-    return np.asarray(value)
 
 
 def _from_arrays(values: Mapping, specs, batch_size, max_samples, source: str) -> Dataset:

@@ -10,6 +10,8 @@ import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
+from slimkit.errors import SlimkitError
+
 
 def write_atomic(path: Path, chunks: Iterable[bytes] | bytes, mode: int = 0o644) -> None:
     """Write `chunks` to `path` atomically; the file gets `mode` (mkstemp alone would make it 0600)."""
@@ -27,3 +29,13 @@ def write_atomic(path: Path, chunks: Iterable[bytes] | bytes, mode: int = 0o644)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def check_not_input(output: Path, inputs: list[Path]) -> None:
+    """Refuse an output that is, or would replace, one of the inputs."""
+    out = output.resolve()
+    for item in inputs:
+        src = Path(item).resolve()
+        if out == src or (out.is_dir() and (src == out or out in src.parents)) or src in out.parents:
+            raise SlimkitError(f"the output {output} is the input {item} (or contains it)",
+                               "choose another output path; slimkit never overwrites its input")

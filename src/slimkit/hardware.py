@@ -9,12 +9,22 @@ made here from the hardware as the runtime itself reports it (OpenVINO's OPTIMIZ
 from __future__ import annotations
 
 import functools
+import os
+import sys
 from typing import Literal
 
-from slimkit.report.environment import cpu_summary
+from slimkit.cpu import cpu_summary
+from slimkit.errors import require
 
 OpenVinoPrecision = Literal["auto", "f32", "bf16", "f16"]
 PRECISIONS = ("f32", "bf16", "f16")
+
+
+def import_openvino():
+    """Import OpenVINO with its usage telemetry switched off (it would try to reach the network)."""
+    os.environ.setdefault("OPENVINO_TELEMETRY_ENABLE", "0")
+    sys.modules.setdefault("openvino_telemetry", None)  # makes OpenVINO's optional import fail -> stub
+    return require("openvino", "openvino")
 
 
 @functools.cache
@@ -22,8 +32,6 @@ def openvino_capabilities() -> tuple[str, ...] | None:
     """OpenVINO's own list of what its CPU plugin runs natively ('FP32', 'BF16', 'FP16', 'INT8', ...); None when
     OpenVINO is not installed."""
     try:
-        from slimkit.evaluate.runners import import_openvino
-
         ov = import_openvino()
     except Exception:  # the openvino extra is optional
         return None

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from slimkit.models.base import ModelKind, OnnxModel, TorchModel, WorkingModel
+from slimkit.models.base import OnnxModel, OpenVinoModel, TorchModel, WorkingModel
 
 
 def inspect_model(model: WorkingModel, top: int = 10, data: Any = None) -> dict[str, Any]:
@@ -43,7 +43,7 @@ def inspect_model(model: WorkingModel, top: int = 10, data: Any = None) -> dict[
         leaves = [type(m).__name__ for m in model.module.modules() if not list(m.children())]
         info["ops"] = dict(Counter(leaves).most_common())
     else:
-        from slimkit.evaluate.runners import make_runner
+        from slimkit.formats import make_runner
 
         runner = make_runner(model, threads=1)
         info["inputs"] = [s.describe() for s in runner.input_specs]
@@ -53,7 +53,7 @@ def inspect_model(model: WorkingModel, top: int = 10, data: Any = None) -> dict[
         info["runtime"] = runner.runtime
     weights.sort(key=lambda w: -w[2])
     info["largest"] = [{"name": n, "shape": s, "params": c, "dtype": d} for n, s, c, d in weights[:top]]
-    if model.kind == ModelKind.OPENVINO:
+    if isinstance(model, OpenVinoModel):
         info["outputs"] = []
     info["hardware"] = hardware_info()
     return info

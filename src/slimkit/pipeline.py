@@ -15,6 +15,7 @@ from typing import Any
 import yaml
 
 from slimkit.errors import SlimkitError
+from slimkit.formats import all_formats, format_named, output_formats
 from slimkit.models.base import ModelKind, WorkingModel
 from slimkit.passes.base import Context, Pass, get_pass
 from slimkit.passes.outcome import Outcome, targets_missed
@@ -35,61 +36,48 @@ class Recipe:
 
 
 def retarget(recipe: Recipe, to: str) -> Recipe:
-    """The recipe with its artifact converted to `to` ("onnx", "openvino", "tflite") at the end.
-
-    TFLite is converted from PyTorch (litert-torch), so only recipes whose work happens on the PyTorch model
-    can end there; `fp16` maps to `tflite-fp16` (fp16 weights in the flatbuffer), as the TFLite converter's
-    `supported_types = [tf.float16]` does.
-    """
-    onnx_glue = ("to-onnx", "onnx-cleanup")
-    if to == "tflite":
-        if recipe.name in ("fp16", "tflite", "tflite-fp16"):
-            return load_recipe("tflite" if recipe.name == "tflite" else "tflite-fp16")
-        work = [(n, c) for n, c in recipe.steps if n not in onnx_glue]
-        onnx_only = [n for n, _ in work if ModelKind.TORCH not in get_pass(n).accepts
-                     or get_pass(n)().output_kind(ModelKind.TORCH) != ModelKind.TORCH]
-        if onnx_only:
-            raise SlimkitError(f"recipe {recipe.name} cannot end in TFLite: {', '.join(onnx_only)} work on ONNX",
-                               "TFLite is converted from PyTorch: use recipes that change the PyTorch model "
-                               "(prune-channels-30, distill, ...), fp16, or --to onnx / openvino")
-        return Recipe(f"{recipe.name}+tflite", recipe.description, work + [("to-tflite", {})], recipe.source)
-    if to == "openvino":
-        return _to_openvino(recipe)
-    if to == "onnx":
-        return recipe
-    raise SlimkitError(f"unknown output format '{to}'", "choose onnx, openvino or tflite")
-
-
-# ONNX Runtime quantization passes and what does their job on OpenVINO (NNCF), with the config carried over.
-_OPENVINO_EQUIVALENT = {
-    "int8-static": lambda cfg: ("ov-int8", {}),
-    "int8-auto": lambda cfg: ("ov-int8-auto", {k: cfg[k] for k in ("min_cosine", "max_drop") if k in cfg}),
-    "weight-only": lambda cfg: ("ov-weights", {"bits": cfg.get("bits", 4),
-                                               "group_size": cfg.get("block_size", 128),
-                                               "symmetric": cfg.get("symmetric", False)}),
-    # OpenVINO has no dynamic-quantization graph; int8 weights with activations quantized by its CPU plugin
-    # at run time is the same idea.
-    "int8-dynamic": lambda cfg: ("ov-weights", {"bits": 8}),
-}
-_ORT_ONLY = ("transformer-fusion",)  # its fused ops (com.microsoft) exist only in ONNX Runtime
-_NOT_TO_OPENVINO = ("to-slim", "to-tflite", "to-keras")
-
-
-def _to_openvino(recipe: Recipe) -> Recipe:
-    """ONNX work first, then to-openvino, then the OpenVINO (NNCF) equivalent of each quantization pass; refused
-    before any work when a step ends in a format OpenVINO cannot take."""
-    if any(name == "to-openvino" for name, _ in recipe.steps):  # already an OpenVINO recipe (openvino-int8, ...)
-        return recipe
-    blocked = [n for n, _ in recipe.steps if n in _NOT_TO_OPENVINO]
+    """The recipe with its artifact converted to format `to` at the end, by the rules that format declares
+    (`Format.retarget` in `slimkit.formats`): passes dropped or swapped for the format's own twins, options merged
+    into its converter, and a recipe whose work cannot reach the format refused before any work."""
+    fmt = format_named(to)
+    if not fmt.output:
+        raise SlimkitError(f"{to} is not an output format", f"choose one of: {', '.join(output_formats())}")
+    names = [n for n, _ in recipe.steps]
+    if fmt.converter is None or fmt.retarget is None or fmt.converter in names:
+        return recipe  # the format is the recipes' own (ONNX), or the recipe already ends there
+    rules = fmt.retarget
+    converter = get_pass(fmt.converter)
+    label = fmt.label or fmt.name
+    # A step that makes another format (to-slim, to-tflite, ...) cannot be followed by this one's converter.
+    other = {f.converter for f in all_formats()
+             if f.converter and f.name != fmt.name and f.kind not in converter.accepts}
+    blocked = [n for n in names if n in other and n not in rules.dropped]
     if blocked:
-        raise SlimkitError(f"recipe {recipe.name} cannot end in OpenVINO: {', '.join(blocked)} makes another "
-                           "format", "drop --to openvino, or use a recipe that ends in ONNX")
-    before = [(n, c) for n, c in recipe.steps if n not in _OPENVINO_EQUIVALENT and n not in _ORT_ONLY]
-    after = [_OPENVINO_EQUIVALENT[n](c or {}) for n, c in recipe.steps if n in _OPENVINO_EQUIVALENT]
-    if any(n in _OPENVINO_EQUIVALENT for n, _ in recipe.steps) and not any(n == "to-onnx" for n, _ in before):
-        before.insert(0, ("to-onnx", {}))
-    return Recipe(f"{recipe.name}+openvino", recipe.description, before + [("to-openvino", {})] + after,
-                  recipe.source)
+        raise SlimkitError(f"recipe {recipe.name} cannot end in {label}: {', '.join(blocked)} makes another format",
+                           f"drop --to {to}, or use a recipe that ends in ONNX")
+    before: list[tuple[str, dict]] = []
+    after: list[tuple[str, dict]] = []
+    converter_config: dict[str, Any] = {}
+    for name, cfg in recipe.steps:
+        if name in rules.dropped:
+            continue
+        if name in rules.merge_into_converter:
+            converter_config.update(rules.merge_into_converter[name](cfg or {}))
+        elif name in rules.equivalents:
+            after.append(rules.equivalents[name](cfg or {}))
+        else:
+            before.append((name, cfg))
+    # Work before the converter must leave the model in a kind the converter takes (TFLite: PyTorch).
+    if ModelKind.ONNX not in converter.accepts:
+        start = next(iter(converter.accepts))
+        stuck = [n for n, _ in before if start not in get_pass(n).accepts
+                 or get_pass(n)().output_kind(start) != start]
+        if stuck:
+            raise SlimkitError(f"recipe {recipe.name} cannot end in {label}: {', '.join(stuck)} work on ONNX",
+                               f"{label} is converted from PyTorch: use recipes that change the PyTorch model "
+                               "(prune-channels-30, distill, ...), fp16, or --to another format")
+    return Recipe(f"{recipe.name}+{fmt.name}", recipe.description,
+                  before + [(fmt.converter, converter_config)] + after, recipe.source)
 
 
 def builtin_recipes() -> dict[str, Path]:
@@ -219,8 +207,9 @@ class _Judge:
             raise SlimkitError("--max-drop / --min-cosine need validation data to back off on",
                                "give --data (it is split into training and validation parts when needed)")
         self.target = target
-        self.evaluator = Evaluator(ctx.data, reference=original, like=original, threads=ctx.threads,
-                                   batch_size=64, seq_len=ctx.seq_len, shapes=ctx.shapes)
+        # Only fidelity and accuracy are judged here (no latency): a large batch makes it quick.
+        self.evaluator = Evaluator(ctx.data, reference=original, like=original,
+                                   settings=replace(ctx.settings, batch_size=64, max_samples=None))
         if target.max_drop is not None and not self.evaluator.dataset.has_labels:
             raise SlimkitError("--max-drop needs labelled validation data", "give labels, or use --min-cosine")
         self.reference = self.evaluator.measure(original, latency=False)

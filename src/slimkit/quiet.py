@@ -16,12 +16,12 @@ import os
 import sys
 import tempfile
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 VERBOSE_ENV = "SLIMKIT_VERBOSE"
 NOISY_LOGGERS = (
     "absl", "tensorflow", "jax", "torchao", "litert_torch", "ai_edge_litert", "ai_edge_quantizer",
-    "torch", "torch.utils._pytree", "torch.export", "torch._dynamo", "torch.onnx", "onnxscript", "nncf",
+    "torch", "torch.utils._pytree", "torch.export", "torch._dynamo", "torch.onnx", "onnxscript", "onnx_ir", "nncf",
 )
 TAIL_LINES = 15
 
@@ -39,7 +39,7 @@ def quiet_native(what: str) -> Iterator[None]:
             yield
         return
     python_out = io.StringIO()
-    with tempfile.TemporaryFile() as native, warnings.catch_warnings(), _loggers_at(logging.ERROR), \
+    with tempfile.TemporaryFile() as native, warnings.catch_warnings(), loggers_at(logging.ERROR), \
             contextlib.redirect_stdout(python_out):
         warnings.simplefilter("ignore")
         try:
@@ -67,8 +67,13 @@ def _attach_tail(exc: BaseException, what: str, captured: str) -> None:
 
 
 @contextlib.contextmanager
-def _loggers_at(level: int) -> Iterator[None]:
-    loggers = [logging.getLogger(name) for name in NOISY_LOGGERS]
+def loggers_at(level: int, names: Sequence[str] = NOISY_LOGGERS) -> Iterator[None]:
+    """Raise these loggers to at least `level` for the body, then give each its own level back.
+
+    Logger levels are process-wide: set and never restored, they would hide the caller's own logging of
+    those libraries for the rest of the process.
+    """
+    loggers = [logging.getLogger(name) for name in names]
     levels = [lg.level for lg in loggers]
     for lg in loggers:
         lg.setLevel(max(level, lg.level))

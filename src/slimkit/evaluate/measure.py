@@ -13,11 +13,12 @@ from typing import Any
 import numpy as np
 
 from slimkit.data import Dataset, load_data
-from slimkit.errors import SlimkitError
 from slimkit.evaluate.fidelity import accuracy_with_interval, compare_outputs
 from slimkit.evaluate.latency import interleaved_p50, interleaved_rounds, summarize_rounds
-from slimkit.evaluate.runners import make_runner
+from slimkit.formats import make_runner
 from slimkit.models.base import WorkingModel
+from slimkit.models.limits import DEFAULT_SEQUENCE
+from slimkit.settings import MeasureSettings
 
 
 @dataclass
@@ -58,14 +59,6 @@ class Measurement:
         }
 
 
-def check_run_options(*, threads: int, batch_size: int = 1) -> None:
-    """Refuse nonsense run options; the API calls this before any work, not after the passes have run."""
-    if not isinstance(threads, int) or threads < 1:
-        raise SlimkitError(f"--threads {threads} is not a thread count", "give 1 or more")
-    if not isinstance(batch_size, int) or batch_size < 1:
-        raise SlimkitError(f"--batch-size {batch_size} is not a batch size", "give 1 or more")
-
-
 # Unlabelled data only serves fidelity (cosine to the reference): this many samples are plenty and keep
 # transformer comparisons quick. Labelled data is evaluated whole, so an accuracy is never cut to a sample.
 FIDELITY_SAMPLES = 256
@@ -84,19 +77,16 @@ class Evaluator:
         *,
         reference: WorkingModel | None = None,
         like: WorkingModel | None = None,
-        threads: int = 2,
-        batch_size: int = 1,
-        seq_len: int = 128,
-        shapes: Mapping[str, Sequence[int]] | None = None,
-        max_samples: int | None = None,
+        settings: MeasureSettings | None = None,
         latency_rounds: int = 7,
         round_runs: int = 10,
         round_seconds: float = 0.1,
         warmup: int = 5,
     ) -> None:
-        check_run_options(threads=threads, batch_size=batch_size)
-        self.threads = threads
-        self.batch_size = batch_size  # as requested; the timed batch is smaller when the data has fewer samples
+        settings = settings or MeasureSettings()
+        self.settings = settings
+        self.threads = settings.threads
+        self.batch_size = settings.batch_size  # as requested; the timed batch is smaller when the data is smaller
         self.latency_rounds = latency_rounds
         self.round_runs = round_runs
         self.round_seconds = round_seconds
@@ -104,12 +94,13 @@ class Evaluator:
         template = like or reference
         if template is None:
             raise ValueError("Evaluator needs a model to read the input signature from (like= or reference=)")
-        dataset = load_data(data, template, batch_size=batch_size, seq_len=seq_len, shapes=shapes,
-                            max_samples=max_samples)
-        if max_samples is None and not dataset.generated and not dataset.has_labels:
+        dataset = load_data(data, template, batch_size=settings.batch_size,
+                            seq_len=settings.seq_len or DEFAULT_SEQUENCE, shapes=settings.shapes,
+                            max_samples=settings.max_samples)
+        if settings.max_samples is None and not dataset.generated and not dataset.has_labels:
             dataset = dataset.head(FIDELITY_SAMPLES)
         # Generated inputs already have the requested (or --shape-fixed) batch; real data is re-batched.
-        self.dataset: Dataset = dataset if dataset.generated or not dataset.batches else dataset.rebatch(batch_size)
+        self.dataset: Dataset = dataset if dataset.generated or not dataset.batches else dataset.rebatch(settings.batch_size)
         self.reference = reference
         self._reference_outputs: list[np.ndarray] | None = None
 
@@ -189,13 +180,8 @@ def evaluate(
     data: Any = None,
     *,
     reference: WorkingModel | None = None,
-    threads: int = 2,
-    batch_size: int = 1,
-    seq_len: int = 128,
-    shapes: Mapping[str, Sequence[int]] | None = None,
-    max_samples: int | None = None,
+    settings: MeasureSettings | None = None,
 ) -> Measurement:
     """Measure one model (optionally against a reference) on `data` or on generated inputs."""
-    evaluator = Evaluator(data, reference=reference, like=model, threads=threads, batch_size=batch_size,
-                          seq_len=seq_len, shapes=shapes, max_samples=max_samples)
+    evaluator = Evaluator(data, reference=reference, like=model, settings=settings)
     return evaluator.measure(model)

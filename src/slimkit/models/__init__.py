@@ -1,11 +1,10 @@
-"""Model kinds (envelopes around a model plus the metadata passes and runners need) and loaders."""
+"""Model kinds (envelopes around a model plus the metadata passes and runners need); loading is in `slimkit.formats`."""
 
 from slimkit.models.base import (
     InputSpec,
     ModelKind,
     OnnxModel,
     OpenVinoModel,
-    TfliteModel,
     TorchModel,
     WorkingModel,
 )
@@ -15,7 +14,6 @@ __all__ = [
     "ModelKind",
     "OnnxModel",
     "OpenVinoModel",
-    "TfliteModel",
     "TorchModel",
     "WorkingModel",
 ]

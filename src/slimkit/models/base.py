@@ -1,7 +1,7 @@
 """Model envelopes: a model plus what passes, runners and reports need to know about it.
 
 `TorchModel` and `OnnxModel` are the working kinds that passes transform. `OpenVinoModel` and
-`TfliteModel` are deployment artifacts: conversion passes produce them, runners measure them.
+the formats in `slimkit.formats` (TFLite's `TfliteModel`) are deployment artifacts: conversion passes produce them, runners measure them.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import enum
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypedDict
+from typing import Any
 
 import numpy as np
 
@@ -21,7 +21,6 @@ class ModelKind(enum.StrEnum):
     TORCH = "torch"
     ONNX = "onnx"
     OPENVINO = "openvino"
-    TFLITE = "tflite"
     SLIM = "slim"
 
 
@@ -45,13 +44,6 @@ class InputSpec:
         return f"{self.name}: {self.dtype}[{dims}]"
 
 
-class ModelMetadata(TypedDict, total=False):
-    """What a model file does not say about itself, recorded beside it: the input names a TFLite model was
-    converted with (its interpreter renames them), read back from the sidecar."""
-
-    input_names: list[str]
-
-
 @dataclass
 class WorkingModel:
     """Fields every kind has. `task` is 'classification', 'embedding' or None (unknown)."""
@@ -59,11 +51,11 @@ class WorkingModel:
     source: str = ""
     task: str | None = None
     tokenizer_dir: Path | None = None
-    metadata: ModelMetadata = field(default_factory=ModelMetadata)
     # Tokens a text model takes at most (learned position embeddings); None when unknown or unlimited.
     max_positions: int | None = None
 
-    kind: ModelKind = ModelKind.TORCH  # overridden by subclasses
+    # A ModelKind for the built-in kinds; a format module may add its own kind as a plain string (formats/tflite.py).
+    kind: str = ModelKind.TORCH  # overridden by subclasses
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -125,7 +117,7 @@ class TorchModel(WorkingModel):
 
     def with_module(self, module: Any) -> TorchModel:
         """This model's signature (inputs, examples, outputs, task, tokenizer, source, Keras origin) around
-        another module: what a pass that edits a copy of the module returns. Metadata, source files and the
+        another module: what a pass that edits a copy of the module returns. Source files and the
         written .keras file start empty: they described the old weights."""
         result = TorchModel(module=module, input_specs=self.input_specs, example_inputs=self.example_inputs,
                             output_names=self.output_names, keras_version=self.keras_version)
@@ -225,17 +217,6 @@ class OpenVinoModel(WorkingModel):
         if self.path.suffix == ".onnx":
             return [self.path, *sorted(self.path.parent.glob(self.path.name + ".data"))]
         return [self.path, self.path.with_suffix(".bin")]
-
-
-@dataclass
-class TfliteModel(WorkingModel):
-    """A TFLite flatbuffer, run with LiteRT's interpreter."""
-
-    path: Path | None = None
-    kind: ModelKind = ModelKind.TFLITE
-
-    def files(self) -> list[Path]:
-        return [self.path] if self.path else []
 
 
 @dataclass

@@ -21,7 +21,7 @@ def load_hf_folder(path: Path, *, task: str | None = None) -> TorchModel:
     transformers = require("transformers", "hf")
     transformers.utils.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
-    from slimkit.models.loading import read_json, torch_model_from_module
+    from slimkit.models.torch_module import read_json, torch_model_from_module
     from slimkit.models.wrappers import FirstOutput, SentenceEmbedder
 
     config = read_json(path / "config.json")

@@ -85,7 +85,7 @@ class KerasModule(NamedInputs):
 def load_keras(path: str | Path, *, task: str | None = None,
                shapes: Mapping[str, Sequence[int]] | None = None) -> TorchModel:
     """Load a `.keras` or full-model `.h5` file as a `TorchModel` (Keras on its PyTorch backend)."""
-    from slimkit.models.loading import torch_model_from_module
+    from slimkit.models.torch_module import torch_model_from_module
 
     path = Path(path)
     suffix = path.suffix.lower()
@@ -382,7 +382,7 @@ def save_keras(model: Any, path: str | Path) -> Path:
     temporary name beside `path` and moved into place, so a failure leaves no half-written file; the model's
     own source file is never overwritten.
     """
-    from slimkit.artifacts import check_not_input
+    from slimkit.fileio import check_not_input
 
     path = Path(path)
     suffix = path.suffix.lower()

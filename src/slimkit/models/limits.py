@@ -16,6 +16,8 @@ import numpy as np
 
 from slimkit.errors import SlimkitError
 
+DEFAULT_SEQUENCE = 128  # tokens a text input is padded to when neither the user nor the model says
+
 ONNX_KEY = "slimkit.max_positions"
 
 # Architectures whose position ids start after the padding index (RoBERTa's scheme): `max_position_embeddings`
@@ -82,8 +84,6 @@ def resolve_seq_len(models: Any, requested: int | None, say: Callable[[str], Non
     An explicit length over the limit is refused here, before any work. When the default is cut, one line
     goes to `say` and, when given, to `notes` (the report's notes).
     """
-    from slimkit.data import DEFAULT_SEQUENCE
-
     limit = model_limit(models)
     if requested is None:
         if limit is None or limit >= DEFAULT_SEQUENCE:

@@ -1,4 +1,5 @@
-"""Small ONNX graph helpers shared by the quantization, clustering and factorization passes."""
+"""Reading ONNX graphs (which nodes carry weights, which ops are quantized) plus the small generic edits the
+passes share. Rewrites that build new subgraphs live next door in `onnx_surgery`."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ QUANTIZED_OPS = frozenset({
 
 
 def copy_model(proto: onnx.ModelProto) -> onnx.ModelProto:
+    """A deep copy: passes never edit the model they were given."""
     copy = onnx.ModelProto()
     copy.CopyFrom(proto)
     return copy
@@ -35,27 +37,61 @@ class WeightLayer:
     weight: str
     params: int
     shape: tuple[int, ...]
+    # Where it is: the node's index in graph.node and the weight's index among the node's inputs.
+    position: int
+    input_index: int
+    data_type: int
+    # The axis of the stored weight that per-channel schemes split on: the output channels of MatMul and of
+    # Gemm ([in, out], or [out, in] with transB) and of Conv ([out, in/group, k...]); axis 0 for the rest
+    # (Gather's rows, Attention, and ConvTranspose, whose axis 0 is its input channels).
+    channel_axis: int
 
 
+# The one table of which input of an op is its weight. Every rewrite here (two-MatMul factors, per-channel
+# axes, MatMulNBits) takes a MatMul's weight as its right operand, so a MatMul whose constant is its first
+# input (W @ x) is not a weight layer; Gather's table (an embedding) is its first input.
 _WEIGHT_INPUT = {"MatMul": 1, "Gemm": 1, "Conv": 1, "Attention": 1, "Gather": 0, "ConvTranspose": 1}
+FLOAT_TYPES = (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16)
 
 
 def weight_layers(proto: onnx.ModelProto, op_types: set[str] | None = None) -> list[WeightLayer]:
-    """Nodes whose weight input is an initializer, in graph order."""
+    """Nodes whose weight input is a float (32 or 16 bit) initializer of 2+ dimensions, in graph order.
+
+    A weight shared by several nodes is listed once per node; callers that act on tensors dedupe by `weight`.
+    """
     inits = {t.name: t for t in proto.graph.initializer}
     layers = []
-    for node in proto.graph.node:
+    for position, node in enumerate(proto.graph.node):
         index = _WEIGHT_INPUT.get(node.op_type)
         if index is None or (op_types and node.op_type not in op_types) or len(node.input) <= index:
             continue
         tensor = inits.get(node.input[index])
-        if tensor is None or tensor.data_type not in (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16):
+        if tensor is None or tensor.data_type not in FLOAT_TYPES:
             continue
         shape = tuple(int(d) for d in tensor.dims)
         if len(shape) < 2:
             continue
-        layers.append(WeightLayer(node.name, node.op_type, tensor.name, int(np.prod(shape)), shape))
+        layers.append(WeightLayer(node.name, node.op_type, tensor.name, int(np.prod(shape)), shape,
+                                  position=position, input_index=index, data_type=tensor.data_type,
+                                  channel_axis=_channel_axis(node)))
     return layers
+
+
+def _channel_axis(node: onnx.NodeProto) -> int:
+    """MatMul weights (and Gemm's without transB) are stored [in, out]; the others put channels first."""
+    if node.op_type == "MatMul":
+        return 1
+    if node.op_type == "Gemm":
+        return 0 if attribute(node, "transB", 0) else 1
+    return 0
+
+
+def attribute(node: onnx.NodeProto, name: str, default=None):
+    """The value of one attribute of `node`, or `default` when it is not set."""
+    for attr in node.attribute:
+        if attr.name == name:
+            return helper.get_attribute_value(attr)
+    return default
 
 
 def ensure_node_names(proto: onnx.ModelProto) -> None:
@@ -98,6 +134,7 @@ def gemm_to_matmul(proto: onnx.ModelProto) -> int:
 
 
 def remove_unused_initializers(proto: onnx.ModelProto) -> None:
+    """Drop initializers no node reads and no graph output names (left behind by rewrites)."""
     used = {i for n in proto.graph.node for i in n.input} | {o.name for o in proto.graph.output}
     keep = [t for t in proto.graph.initializer if t.name in used]
     del proto.graph.initializer[:]

@@ -17,8 +17,10 @@ from pydantic import ValidationError
 from slimkit.config import ConfigError, PassConfig
 from slimkit.errors import SlimkitError, first_line
 from slimkit.models.base import ModelKind, WorkingModel
+from slimkit.models.limits import DEFAULT_SEQUENCE
 from slimkit.passes.outcome import Outcome
 from slimkit.scratch import make_scratch
+from slimkit.settings import MeasureSettings
 
 ENTRY_POINT_GROUP = "slimkit.passes"
 
@@ -31,11 +33,9 @@ class Context:
     # Training passes learn from `train_data` (default: `data`) and evaluate on `data` when both are given.
     train_data: Any = None
     reference: WorkingModel | None = None
-    threads: int = 2
+    # How models are run and measured (threads, batch, sequence length, shapes): the run's, as one unit.
+    settings: MeasureSettings = field(default_factory=MeasureSettings)
     seed: int = 0
-    batch_size: int = 1
-    seq_len: int = 128
-    shapes: Mapping[str, Sequence[int]] | None = None
     # Where passes write their files. Left out, a scratch folder is made on first use (not when the Context is
     # built) and removed at interpreter exit; see `slimkit.scratch`. Read it as `ctx.workdir` as before.
     workdir: Path = field(default=None, repr=False, compare=False)  # type: ignore[assignment]  # see below
@@ -43,6 +43,22 @@ class Context:
     # Training passes write a checkpoint per epoch under checkpoint_dir/<pass> and resume from it.
     checkpoint_dir: Path | None = None
     resume: bool = False
+
+    @property
+    def threads(self) -> int:
+        return self.settings.threads
+
+    @property
+    def batch_size(self) -> int:
+        return self.settings.batch_size
+
+    @property
+    def seq_len(self) -> int:
+        return self.settings.seq_len or DEFAULT_SEQUENCE
+
+    @property
+    def shapes(self) -> Mapping[str, Sequence[int]] | None:
+        return self.settings.shapes
 
     def scratch(self, name: str) -> Path:
         """A fresh sub-folder of the work dir for one pass's files."""
@@ -206,11 +222,10 @@ def discover_passes(*, again: bool = False) -> None:
     import importlib
     import pkgutil
 
-    import slimkit.passes as package
-
-    for info in sorted(pkgutil.iter_modules(package.__path__), key=lambda m: m.name):
+    package = __name__.rpartition(".")[0]  # slimkit.passes, scanned on disk (importing it here would be a cycle)
+    for info in sorted(pkgutil.iter_modules([str(Path(__file__).parent)]), key=lambda m: m.name):
         if not info.name.startswith("_"):
-            importlib.import_module(f"{package.__name__}.{info.name}")
+            importlib.import_module(f"{package}.{info.name}")
     for entry in _entry_points():
         try:
             loaded = entry.load()

@@ -14,21 +14,19 @@ from typing import Any, Literal
 
 import numpy as np
 import onnx
-from onnx import helper, numpy_helper
+from onnx import numpy_helper
 from pydantic import field_validator
 
 from slimkit.algorithms.kmeans1d import kmeans1d, kmeans1d_per_channel
 from slimkit.config import Alpha, ConfigError, NonNegative, Temperature
 from slimkit.errors import SlimkitError
 from slimkit.models.base import ModelKind, OnnxModel, TorchModel, WorkingModel
-from slimkit.models.onnx_graph import copy_model, remove_unused_initializers
+from slimkit.models.onnx_graph import copy_model, weight_layers
+from slimkit.models.onnx_surgery import CODEBOOK_OPSET, insert_rebuild_nodes, replace_by_codebook
 from slimkit.passes.base import Context, Pass, PassConfig, PassResult, register
 from slimkit.passes.recovery import refuse_onnx_training
 from slimkit.passes.select import select_names
 from slimkit.train import TrainConfig
-
-_WEIGHT_OPS = {"MatMul": 1, "Gemm": 1, "Conv": 1, "Gather": 0, "Attention": 1, "ConvTranspose": 1}
-
 
 MAX_K = 256  # indices are stored in 8 bits (4 bits when k <= 16)
 
@@ -115,32 +113,26 @@ class Cluster(Pass):
     def _run_onnx(self, model: OnnxModel, ctx: Context) -> PassResult:
         proto = copy_model(model.proto)
         inits = {t.name: t for t in proto.graph.initializer}
-        consumers = {}
-        for node in proto.graph.node:
-            index = _WEIGHT_OPS.get(node.op_type)
-            if index is not None and len(node.input) > index and node.input[index] in inits:
-                consumers[node.input[index]] = node
-        candidates = [(n, int(np.prod(inits[n].dims))) for n in consumers
-                      if inits[n].data_type == onnx.TensorProto.FLOAT and len(inits[n].dims) >= 2]
+        consumers = {}  # weight -> its (last) reader, whose layout says where the output channels are
+        for layer in weight_layers(proto):
+            consumers[layer.weight] = layer
+        candidates = [(n, layer.params) for n, layer in consumers.items()
+                      if layer.data_type == onnx.TensorProto.FLOAT]
         names = select_names(candidates, include=self.config.include, exclude=self.config.exclude,
                              min_params=self.config.min_params, what="weight")
         before = model.proto.SerializeToString()
         layers, new_nodes = [], []
         for name in names:
             weight = numpy_helper.to_array(inits[name])
-            axis = output_channel_axis(consumers[name]) if self.config.per_channel else 0
+            axis = consumers[name].channel_axis if self.config.per_channel else 0
             moved = np.moveaxis(weight, axis, 0)
             centroids, labels, inertia = cluster_tensor(name, moved, self.config.k, self.config.init,
                                                         self.config.per_channel, self.config.keep_zeros)
-            new_nodes += codebook_subgraph(proto, name, weight.shape, centroids.astype(np.float32), labels,
-                                           channel_axis=axis if self.config.per_channel else None)
-            proto.graph.initializer.remove(inits[name])
+            new_nodes += replace_by_codebook(proto, name, centroids, labels,
+                                             channel_axis=axis if self.config.per_channel else None)
             layers.append({"weight": name, "params": int(weight.size), "op": consumers[name].op_type,
                            "mse": float(inertia / weight.size)})
-        for node in reversed(new_nodes):
-            proto.graph.node.insert(0, node)
-        _ensure_opset(proto, 11)
-        remove_unused_initializers(proto)
+        insert_rebuild_nodes(proto, new_nodes, CODEBOOK_OPSET)
         result = OnnxModel.from_proto(proto, like=model)
         result.ensure_file(ctx.scratch(self.name))
         after = proto.SerializeToString()
@@ -234,89 +226,3 @@ class Cluster(Pass):
                               temperature=self.config.temperature, before_step=before_step, after_step=after_step)
         module.eval()
         return stats
-
-
-def output_channel_axis(node: onnx.NodeProto) -> int:
-    """Where a stored weight's output channels are: MatMul (and Gemm without transB) weights are [in, out]."""
-    if node.op_type == "MatMul":
-        return 1
-    if node.op_type == "Gemm":
-        trans_b = next((a.i for a in node.attribute if a.name == "transB"), 0)
-        return 0 if trans_b else 1
-    return 0
-
-
-def codebook_subgraph(proto: onnx.ModelProto, name: str, shape: tuple[int, ...], centroids: np.ndarray,
-                      labels: np.ndarray, channel_axis: int | None = None) -> list[onnx.NodeProto]:
-    """Add codebook + index initializers for `name` and return the nodes that rebuild it.
-
-    K <= 16: two 4-bit indices per byte (first index in the high nibble); otherwise one uint8 per index.
-    Per-channel (`channel_axis` set): `centroids` is [C, K] and `labels` follow the weight with that axis
-    moved first; the values come from GatherElements and are moved back with a Transpose.
-    """
-    n = int(np.prod(shape))
-    labels = labels.reshape(-1).astype(np.uint8)
-    k = len(centroids)
-    nodes = []
-    book = f"{name}__codebook"
-    proto.graph.initializer.append(numpy_helper.from_array(centroids, book))
-    if k <= 16:
-        padded = np.concatenate([labels, np.zeros(n % 2, np.uint8)])
-        packed = (padded[0::2] << 4) | padded[1::2]
-        proto.graph.initializer.extend([
-            numpy_helper.from_array(packed.astype(np.uint8), f"{name}__packed4"),
-            numpy_helper.from_array(np.array([16], np.int32), f"{name}__sixteen"),
-            numpy_helper.from_array(np.array([-1, 1], np.int64), f"{name}__col"),
-            numpy_helper.from_array(np.array([-1], np.int64), f"{name}__flat"),
-            numpy_helper.from_array(np.array([0], np.int64), f"{name}__start"),
-            numpy_helper.from_array(np.array([n], np.int64), f"{name}__end"),
-        ])
-        p = f"{name}__"
-        # Unpacked with integer Div/Mul/Sub on int32: every runtime implements these (OpenVINO's BitShift
-        # on uint8 gave wrong values).
-        nodes += [
-            helper.make_node("Cast", [p + "packed4"], [p + "packed32"], to=onnx.TensorProto.INT32),
-            helper.make_node("Div", [p + "packed32", p + "sixteen"], [p + "hi"]),
-            helper.make_node("Mul", [p + "hi", p + "sixteen"], [p + "hi16"]),
-            helper.make_node("Sub", [p + "packed32", p + "hi16"], [p + "lo"]),
-            helper.make_node("Reshape", [p + "hi", p + "col"], [p + "hi_col"]),
-            helper.make_node("Reshape", [p + "lo", p + "col"], [p + "lo_col"]),
-            helper.make_node("Concat", [p + "hi_col", p + "lo_col"], [p + "pairs"], axis=1),
-            helper.make_node("Reshape", [p + "pairs", p + "flat"], [p + "all"]),
-            helper.make_node("Slice", [p + "all", p + "start", p + "end"], [p + "idx32"]),
-        ]
-        index = p + "idx32"
-    else:
-        proto.graph.initializer.append(numpy_helper.from_array(labels, f"{name}__indices"))
-        nodes.append(helper.make_node("Cast", [f"{name}__indices"], [f"{name}__idx32"], to=onnx.TensorProto.INT32))
-        index = f"{name}__idx32"
-    if channel_axis is None:
-        shape_name = f"{name}__shape"
-        proto.graph.initializer.append(numpy_helper.from_array(np.array(shape, np.int64), shape_name))
-        nodes += [
-            helper.make_node("Gather", [book, index], [f"{name}__values"], axis=0),
-            helper.make_node("Reshape", [f"{name}__values", shape_name], [name]),
-        ]
-    else:
-        moved = (shape[channel_axis],) + tuple(d for i, d in enumerate(shape) if i != channel_axis)
-        perm = list(range(1, len(shape)))
-        perm.insert(channel_axis, 0)  # inverse of moving channel_axis to the front
-        proto.graph.initializer.extend([
-            numpy_helper.from_array(np.array([moved[0], -1], np.int64), f"{name}__rows"),
-            numpy_helper.from_array(np.array(moved, np.int64), f"{name}__moved"),
-        ])
-        nodes += [
-            helper.make_node("Reshape", [index, f"{name}__rows"], [f"{name}__idx2d"]),
-            helper.make_node("GatherElements", [book, f"{name}__idx2d"], [f"{name}__values"], axis=1),
-            helper.make_node("Reshape", [f"{name}__values", f"{name}__moved"], [f"{name}__moved_w"]),
-            helper.make_node("Transpose", [f"{name}__moved_w"], [name], perm=perm),
-        ]
-    for i, node in enumerate(nodes):
-        node.name = f"{name}__cluster_{i}"
-    return nodes
-
-
-def _ensure_opset(proto: onnx.ModelProto, minimum: int) -> None:
-    for opset in proto.opset_import:
-        if opset.domain in ("", "ai.onnx") and opset.version < minimum:
-            opset.version = minimum

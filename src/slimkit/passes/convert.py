@@ -1,4 +1,6 @@
-"""Conversion passes: PyTorch -> ONNX (verified), ONNX clean-up, ONNX -> OpenVINO IR, PyTorch -> TFLite."""
+"""Conversion passes: PyTorch -> ONNX (verified), ONNX clean-up, ONNX -> OpenVINO IR, PyTorch -> TFLite.
+
+Each format's own conversion code lives in its module in `slimkit.formats`; these passes give it a config."""
 
 from __future__ import annotations
 
@@ -6,18 +8,18 @@ import contextlib
 import io
 import logging
 import warnings
-from pathlib import Path
 from typing import Literal
 
 import numpy as np
 from pydantic import Field
 
-from slimkit.errors import SlimkitError, first_line, require
+from slimkit.errors import SlimkitError, first_line
+from slimkit.formats.tflite import KIND as TFLITE_KIND
+from slimkit.formats.tflite import convert_from_torch
 from slimkit.models.base import (
     ModelKind,
     OnnxModel,
     OpenVinoModel,
-    TfliteModel,
     TorchModel,
     WorkingModel,
     save_onnx,
@@ -27,7 +29,10 @@ from slimkit.models.onnx_graph import copy_model
 from slimkit.models.wrappers import NamedInputs
 from slimkit.passes.base import Context, Pass, PassConfig, PassResult, register
 from slimkit.passes.outcome import Outcome
-from slimkit.quiet import quiet_native
+from slimkit.quiet import loggers_at
+
+# The exporters' own loggers, raised to ERROR while exporting and restored after (they are process-wide).
+EXPORT_LOGGERS = ("torch.onnx", "torch.export", "torch._dynamo", "onnxscript", "onnx_ir")
 
 
 class ToOnnxConfig(PassConfig):
@@ -91,7 +96,8 @@ def export_onnx(model: TorchModel, *, exporter: str, dynamic: bool, opset: int |
     if opset:
         kwargs["opset_version"] = opset
     quiet = io.StringIO()
-    with warnings.catch_warnings(), contextlib.redirect_stdout(quiet), _quiet_torch_logs():
+    with warnings.catch_warnings(), contextlib.redirect_stdout(quiet), \
+            loggers_at(logging.ERROR, EXPORT_LOGGERS):
         warnings.simplefilter("ignore")
         if exporter == "dynamo":
             dynamic_shapes = None
@@ -145,7 +151,8 @@ def verify_against_torch(model: TorchModel, onnx_model: OnnxModel) -> float:
     """Max abs difference between PyTorch and ONNX Runtime on the example and on a different batch size."""
     import torch
 
-    from slimkit.evaluate.runners import OrtRunner, TorchRunner
+    from slimkit.formats.onnx import OrtRunner
+    from slimkit.formats.torch import TorchRunner
 
     runner, reference = OrtRunner(onnx_model, threads=2), TorchRunner(model, threads=2)
     examples = [_export_example(model)]
@@ -178,19 +185,6 @@ def _opset(proto) -> int:
     return max((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), default=0)
 
 
-@contextlib.contextmanager
-def _quiet_torch_logs():
-    loggers = [logging.getLogger(n) for n in ("torch.onnx", "torch.export", "torch._dynamo", "onnxscript")]
-    levels = [lg.level for lg in loggers]
-    for lg in loggers:
-        lg.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        for lg, level in zip(loggers, levels, strict=True):
-            lg.setLevel(level)
-
-
 class CleanupConfig(PassConfig):
     """No options: onnxslim folds constants, removes dead nodes and fuses simple patterns."""
 
@@ -208,7 +202,7 @@ class OnnxCleanup(Pass):
     def run(self, model: WorkingModel, ctx: Context) -> PassResult:
         import onnxslim
 
-        from slimkit.evaluate.runners import ort_session
+        from slimkit.formats.onnx import ort_session
 
         assert isinstance(model, OnnxModel)
         before = len(model.proto.graph.node)
@@ -246,7 +240,8 @@ class ToOpenVino(Pass):
     description = "ONNX -> OpenVINO IR"
 
     def run(self, model: WorkingModel, ctx: Context) -> PassResult:
-        from slimkit.evaluate.runners import PRECISION_RT_KEY, import_openvino
+        from slimkit.formats.openvino import PRECISION_RT_KEY
+        from slimkit.hardware import import_openvino, resolve_openvino_precision
 
         assert isinstance(model, OnnxModel)
         ov = import_openvino()
@@ -257,8 +252,6 @@ class ToOpenVino(Pass):
         except Exception as exc:
             raise SlimkitError(f"OpenVINO cannot convert this model: {first_line(exc, 200)}",
                                "check that every op is supported by OpenVINO's ONNX frontend") from exc
-        from slimkit.hardware import resolve_openvino_precision
-
         precision, why = resolve_openvino_precision(self.config.precision)
         # OpenVINO applies runtime_options from the IR when it compiles it, so the artifact deploys as measured.
         converted.set_rt_info(precision, PRECISION_RT_KEY)
@@ -282,67 +275,12 @@ class ToTflite(Pass):
 
     name = "to-tflite"
     accepts = frozenset({ModelKind.TORCH})
-    returns = ModelKind.TFLITE
+    returns = TFLITE_KIND
     Config = ToTfliteConfig
     description = "PyTorch -> TFLite (litert-torch), run with LiteRT"
 
     def run(self, model: WorkingModel, ctx: Context) -> PassResult:
         assert isinstance(model, TorchModel)
-        names = model.input_names
-        # TFLite shapes are fixed at conversion: convert at the batch size the model will be measured at.
-        sample = tuple(_with_batch(model.example_inputs[n], ctx.batch_size, spec)
-                       for n, spec in zip(names, model.input_specs, strict=True))
-        folder = ctx.scratch("to-tflite")
-        path = folder / "model.tflite"
-        # litert-torch, torchao, absl and TensorFlow-style native logs stay out of the terminal (--verbose shows them)
-        with quiet_native("litert-torch"):
-            litert_torch = require("litert_torch", "tflite")
-            try:
-                edge = litert_torch.convert(model.module.eval(), sample)
-            except Exception as exc:
-                raise SlimkitError(f"litert-torch cannot convert this model: {first_line(exc, 200)}",
-                                   "TFLite needs static shapes and ops LiteRT supports") from exc
-            edge.export(str(path))
-        stats = {"input_shapes": {n: list(t.shape) for n, t in zip(names, sample, strict=True)},
-                 "precision": self.config.precision, "fp32_bytes": path.stat().st_size}
-        if self.config.precision == "fp16":
-            fp32_path, path = path, folder / "model-fp16.tflite"
-            fp16_weights(fp32_path, path)
-            fp32_path.unlink()
-        result = TfliteModel(path=path)
-        result.carry_over(model)
-        result.metadata["input_names"] = names
+        result, stats = convert_from_torch(model, ctx.scratch("to-tflite"), batch_size=ctx.batch_size,
+                                           precision=self.config.precision)
         return PassResult(result, stats)
-
-
-def fp16_weights(source: Path, target: Path) -> None:
-    """Store a TFLite file's float weights as float16 (dequantized in the graph), via ai-edge-quantizer."""
-    try:
-        with quiet_native("ai-edge-quantizer"):
-            from ai_edge_quantizer import algorithm_manager, qtyping, quantizer
-    except ImportError as exc:
-        raise SlimkitError("fp16 TFLite needs ai-edge-quantizer, which is not installed",
-                           "install it with: pip install 'slimkit[tflite]'") from exc
-    config = qtyping.OpQuantizationConfig(
-        weight_tensor_config=qtyping.TensorQuantizationConfig(num_bits=16, dtype=qtyping.TensorDataType.FLOAT),
-        compute_precision=qtyping.ComputePrecision.FLOAT, explicit_dequantize=True)
-    try:
-        with quiet_native("ai-edge-quantizer"):
-            q = quantizer.Quantizer(str(source))
-            q.update_quantization_recipe(regex=".*", operation_name=qtyping.TFLOperationName.ALL_SUPPORTED,
-                                         op_config=config,
-                                         algorithm_key=algorithm_manager.AlgorithmName.FLOAT_CASTING)
-            q.quantize().export_model(str(target), overwrite=True)
-    except Exception as exc:
-        raise SlimkitError(f"ai-edge-quantizer cannot cast this TFLite model to fp16: {first_line(exc, 200)}",
-                           "use the fp32 tflite recipe") from exc
-
-
-def _with_batch(tensor, batch_size: int, spec):
-    """The example input repeated (or cut) to `batch_size` along a dynamic batch dimension."""
-    import torch
-
-    if not spec.shape or isinstance(spec.shape[0], int) or tensor.shape[0] == batch_size:
-        return tensor
-    reps = -(-batch_size // tensor.shape[0])
-    return torch.cat([tensor] * reps, dim=0)[:batch_size]

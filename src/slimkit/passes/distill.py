@@ -60,7 +60,7 @@ class Distill(Pass):
 
 
 def _load_student(ref: str, like: WorkingModel) -> TorchModel:
-    from slimkit.models.loading import load
+    from slimkit.formats import load
 
     student = load(ref, task=like.task)
     if not isinstance(student, TorchModel):

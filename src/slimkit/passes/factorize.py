@@ -27,7 +27,8 @@ from slimkit.algorithms.lowrank import truncated_svd as svd_factors
 from slimkit.config import Alpha, AtLeastOne, ConfigError, Cosine, NonNegative, Temperature
 from slimkit.errors import SlimkitError
 from slimkit.models.base import ModelKind, OnnxModel, TorchModel, WorkingModel
-from slimkit.models.onnx_graph import copy_model, gemm_to_matmul, remove_unused_initializers
+from slimkit.models.onnx_graph import attribute, copy_model, gemm_to_matmul, weight_layers
+from slimkit.models.onnx_surgery import split_layers
 from slimkit.passes.base import Context, Pass, PassConfig, PassResult, register
 from slimkit.passes.outcome import Outcome
 from slimkit.passes.recovery import refuse_onnx_training
@@ -138,20 +139,18 @@ class Factorize(Pass):
             for i in node.input:
                 users[i] = users.get(i, 0) + 1
         candidates = {}
-        for node in proto.graph.node:
-            w = node.input[1] if len(node.input) > 1 else ""
-            if w not in inits or users.get(w, 0) != 1 or inits[w].data_type != onnx.TensorProto.FLOAT:
-                continue
-            dims = list(inits[w].dims)
-            if node.op_type == "MatMul" and len(dims) == 2:
-                candidates[node.name or w] = (node, dims)
-            elif node.op_type == "Conv" and len(dims) == 4 and _conv_group(node) == 1:
-                candidates[node.name or w] = (node, dims)
+        for layer in weight_layers(proto, {"MatMul", "Conv"}):
+            node, dims = proto.graph.node[layer.position], list(layer.shape)
+            if users.get(layer.weight, 0) != 1 or layer.data_type != onnx.TensorProto.FLOAT:
+                continue  # a shared weight cannot be swapped for one layer's factors
+            if (node.op_type == "MatMul" and len(dims) == 2) or (
+                    node.op_type == "Conv" and len(dims) == 4 and attribute(node, "group", 1) == 1):
+                candidates[node.name or layer.weight] = (node, dims)
         names = select_names([(k, int(np.prod(d))) for k, (_, d) in candidates.items()], include=self.config.include,
                              exclude=self.config.exclude, min_params=self.config.min_params, what="layer")
         layers: list[dict] = []
         skipped: list[str] = []
-        replacements: dict[int, list[onnx.NodeProto]] = {}
+        factors: list[tuple[onnx.NodeProto, np.ndarray, np.ndarray]] = []
         inputs = self._onnx_layer_inputs(model, [candidates[n][0] for n in names], ctx)
         for name in names:
             node, dims = candidates[name]
@@ -167,8 +166,7 @@ class Factorize(Pass):
             if rank <= 0 or rank >= max_useful_rank(*w2d.shape) + 1:
                 continue
             a, b = factor(w2d, rank, self.config.method, name)
-            new = _split_matmul(proto, node, a, b) if node.op_type == "MatMul" else _split_conv(proto, node, a, b, weight)
-            replacements[id(node)] = new
+            factors.append((node, a, b))
             m, n = w2d.shape
             err = float(np.linalg.norm(w2d - a @ b) / max(np.linalg.norm(w2d), 1e-12))
             layers.append({"layer": name, "op": node.op_type, "shape": list(dims), "rank": rank,
@@ -177,12 +175,7 @@ class Factorize(Pass):
             why = ("no weight matrix is non-negative, which NMF needs (use method: svd)" if skipped
                    else "no layer gets cheaper at the requested rank")
             return PassResult(model, {"layers": 0, "skipped_negative": skipped}, Outcome.skipped(why))
-        new_nodes = []
-        for node in proto.graph.node:
-            new_nodes.extend(replacements.get(id(node), [node]))
-        del proto.graph.node[:]
-        proto.graph.node.extend(new_nodes)
-        remove_unused_initializers(proto)
+        split_layers(proto, factors)
         result = OnnxModel.from_proto(proto, like=model)
         result.ensure_file(ctx.scratch(self.name))
         return PassResult(result, _summary(layers, self.config))
@@ -192,7 +185,7 @@ class Factorize(Pass):
         if self.config.min_cosine is None:
             return {}
         from slimkit.data import load_data
-        from slimkit.evaluate.runners import OrtRunner
+        from slimkit.formats.onnx import OrtRunner
 
         data = _calibration(ctx)
         probe = copy_model(model.proto)
@@ -300,40 +293,6 @@ def _summary(layers: list[dict], cfg: FactorizeConfig) -> dict:
     after = sum(x["params_after"] for x in layers)
     return {"method": cfg.method, "layers": len(layers), "params_before": before, "params_after": after,
             "flop_ratio": after / before if before else 1.0, "per_layer": layers}
-
-
-def _conv_group(node: onnx.NodeProto) -> int:
-    for attr in node.attribute:
-        if attr.name == "group":
-            return int(attr.i)
-    return 1
-
-
-def _split_matmul(proto, node, a: np.ndarray, b: np.ndarray) -> list[onnx.NodeProto]:
-    """X @ W (W: [K, N]) ≈ (X @ A) @ B with A [K, r], B [r, N]."""
-    w = node.input[1]
-    proto.graph.initializer.extend([numpy_helper.from_array(np.ascontiguousarray(a, np.float32), f"{w}__lr_a"),
-                                    numpy_helper.from_array(np.ascontiguousarray(b, np.float32), f"{w}__lr_b")])
-    mid = f"{node.output[0]}__lr_mid"
-    return [helper.make_node("MatMul", [node.input[0], f"{w}__lr_a"], [mid], name=f"{node.name}__lr1"),
-            helper.make_node("MatMul", [mid, f"{w}__lr_b"], list(node.output), name=f"{node.name}__lr2")]
-
-
-def _split_conv(proto, node, a: np.ndarray, b: np.ndarray, weight: np.ndarray) -> list[onnx.NodeProto]:
-    """Conv W [O, I, kh, kw] ≈ Conv1x1(A [O, r]) ∘ Conv_kxk(B [r, I, kh, kw]) (bias on the second)."""
-    out_ch, in_ch, kh, kw = weight.shape
-    rank = a.shape[1]
-    w = node.input[1]
-    first = b.reshape(rank, in_ch, kh, kw).astype(np.float32)
-    second = a.reshape(out_ch, rank, 1, 1).astype(np.float32)
-    proto.graph.initializer.extend([numpy_helper.from_array(first, f"{w}__lr_kxk"),
-                                    numpy_helper.from_array(second, f"{w}__lr_1x1")])
-    mid = f"{node.output[0]}__lr_mid"
-    conv1 = helper.make_node("Conv", [node.input[0], f"{w}__lr_kxk"], [mid], name=f"{node.name}__lr1")
-    conv1.attribute.extend(node.attribute)
-    inputs2 = [mid, f"{w}__lr_1x1"] + ([node.input[2]] if len(node.input) > 2 and node.input[2] else [])
-    conv2 = helper.make_node("Conv", inputs2, list(node.output), name=f"{node.name}__lr2", kernel_shape=[1, 1])
-    return [conv1, conv2]
 
 
 def _torch_pair(layer, a, b, torch, nn):

@@ -51,7 +51,7 @@ from slimkit.algorithms.quant import (
     quantization_error,
 )
 from slimkit.errors import SlimkitError
-from slimkit.models.base import ModelKind, ModelMetadata, TorchModel, WorkingModel
+from slimkit.models.base import ModelKind, TorchModel, WorkingModel
 from slimkit.passes.base import Context, Pass, PassConfig, PassResult, make_config, register
 
 _CALIBRATION_BATCH = 32
@@ -334,8 +334,7 @@ class FakeQuant(Pass):
         assert isinstance(model, TorchModel)
         batches = _calibration_batches(model, ctx, self.config) if self.config.activations else None
         module, stats = fake_quantize_module(model.module, self.config, batches)
-        result = dataclasses.replace(model, module=module, source_files=[], keras_file=None,
-                                     metadata=ModelMetadata(**model.metadata))
+        result = dataclasses.replace(model, module=module, source_files=[], keras_file=None)
         return PassResult(result, stats)
 
 

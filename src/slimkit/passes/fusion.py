@@ -22,14 +22,21 @@ from pydantic import Field
 
 from slimkit.config import Cosine
 from slimkit.data import generate_data
-from slimkit.errors import first_line
+from slimkit.errors import SlimkitError, describe, raised_by_library
 from slimkit.evaluate.fidelity import rowwise_cosine
 from slimkit.evaluate.latency import interleaved_p50
-from slimkit.evaluate.runners import OrtRunner
+from slimkit.formats.onnx import OrtRunner
 from slimkit.models.base import ModelKind, OnnxModel, WorkingModel
 from slimkit.passes.base import Context, Pass, PassConfig, PassResult, register
+from slimkit.quiet import loggers_at
 
 MASK_INPUT = "attention_mask"
+# What fuse_transformer calls; an exception raised inside them means "this graph cannot be fused".
+FUSION_LIBRARIES = ("onnxscript", "onnx_ir", "onnx", "onnxslim")
+
+
+class FusedGraphRejected(Exception):
+    """ONNX Runtime cannot load or run the fused graph (the original runs): keep the original, say why."""
 
 
 class FusionConfig(PassConfig):
@@ -50,13 +57,19 @@ class TransformerFusion(Pass):
         assert isinstance(model, OnnxModel)
         try:
             fused, counts = fuse_transformer(model.proto)
-        except Exception as exc:  # fusion is an optimization: never fatal
-            return PassResult(model, {"kept": False, "reason": f"fusion failed: {first_line(exc, 160)}"})
+        except Exception as exc:  # the fusion libraries rejecting this graph is not fatal; our own bugs are
+            if not raised_by_library(exc, FUSION_LIBRARIES):
+                raise
+            return PassResult(model, {"kept": False, "reason": f"fusion failed: {describe(exc, 160)}"})
         if sum(counts.values()) == 0:
             return PassResult(model, {"kept": False, "reason": "no transformer pattern found"})
         candidate = OnnxModel.from_proto(fused, like=model)
         candidate.ensure_file(ctx.scratch("transformer-fusion"))
-        cosine, ratio = compare_fused(model, candidate, ctx)
+        try:
+            cosine, ratio = compare_fused(model, candidate, ctx)
+        except FusedGraphRejected as exc:
+            return PassResult(model, {"fusions": {k: v for k, v in counts.items() if v}, "kept": False,
+                                      "reason": str(exc)})
         stats = {"fusions": {k: v for k, v in counts.items() if v}, "cosine_min_padded": cosine,
                  "latency_ratio": ratio}
         if cosine < self.config.min_cosine:
@@ -71,9 +84,9 @@ def fuse_transformer(proto: onnx.ModelProto) -> tuple[onnx.ModelProto, dict[str,
     import onnx_ir as ir
     from onnxscript.rewriter.ort_fusions import optimize_for_ort
 
-    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), \
+            loggers_at(logging.ERROR, ("onnxscript", "onnx_ir")):
         warnings.simplefilter("ignore")
-        logging.getLogger("onnxscript").setLevel(logging.ERROR)
         model = ir.from_proto(proto)
         model, counts = optimize_for_ort(model)
         fused = ir.to_proto(model)
@@ -154,13 +167,30 @@ def padded_inputs(model: OnnxModel, ctx: Context, seq_len: int = 32) -> list[dic
 
 
 def compare_fused(original: OnnxModel, fused: OnnxModel, ctx: Context) -> tuple[float, float]:
-    """(min cosine on padded inputs, p50 latency ratio fused/original at the context's sequence length)."""
-    ref, cand = OrtRunner(original, ctx.threads), OrtRunner(fused, ctx.threads)
+    """(min cosine on padded inputs, p50 latency ratio fused/original at the context's sequence length).
+
+    Raises FusedGraphRejected when ONNX Runtime cannot load or run the fused graph; a failure of the
+    original graph is not the fusion's to hide and propagates.
+    """
+    ref = OrtRunner(original, ctx.threads)
+    cand = _fused_step("load", lambda: OrtRunner(fused, ctx.threads))
     cosine = 1.0
     for feed in padded_inputs(original, ctx):
-        cosine = min(cosine, float(rowwise_cosine(ref.run(feed)[0], cand.run(feed)[0]).min()))
+        expected = ref.run(feed)[0]
+        got = _fused_step("run", lambda feed=feed: cand.run(feed)[0])
+        cosine = min(cosine, float(rowwise_cosine(expected, got).min()))
     timing = generate_data(original.input_specs, batch_size=ctx.batch_size, seq_len=ctx.seq_len, shapes=ctx.shapes)
     feed = timing.batches[0].feed
+    _fused_step("run", lambda: cand.run(feed))
     p50 = interleaved_p50({"ref": lambda: ref.run(feed), "cand": lambda: cand.run(feed)}, rounds=2,
                           min_seconds=0.2, warmup=2)
     return cosine, p50["cand"] / p50["ref"]
+
+
+def _fused_step(what: str, step):
+    """Run one step on the fused graph; ONNX Runtime refusing it becomes FusedGraphRejected with the real reason."""
+    try:
+        return step()
+    except SlimkitError as exc:  # the runner's one-line error; its cause is ONNX Runtime's own exception
+        reason = describe(exc.__cause__ or exc, 160)
+        raise FusedGraphRejected(f"ONNX Runtime cannot {what} the fused graph: {reason}") from exc

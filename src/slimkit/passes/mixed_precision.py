@@ -19,7 +19,7 @@ from slimkit.data import Dataset, generate_data, load_data
 from slimkit.errors import SlimkitError
 from slimkit.evaluate.fidelity import accuracy, compare_outputs
 from slimkit.evaluate.latency import time_calls
-from slimkit.evaluate.runners import OrtRunner
+from slimkit.formats.onnx import OrtRunner
 from slimkit.models.base import ModelKind, OnnxModel, WorkingModel
 from slimkit.models.onnx_graph import gemm_to_matmul, weight_layers
 from slimkit.passes.base import Context, Pass, PassConfig, PassResult, register

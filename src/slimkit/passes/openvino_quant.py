@@ -24,24 +24,24 @@ from slimkit.quiet import quiet_native
 
 
 def _nncf():
-    from slimkit.evaluate.runners import import_openvino
+    from slimkit.hardware import import_openvino
 
     import_openvino()  # telemetry off before NNCF imports OpenVINO
     return require("nncf", "openvino")
 
 
 def _read(model: OpenVinoModel):
-    from slimkit.evaluate.runners import import_openvino
+    from slimkit.hardware import import_openvino
 
     return import_openvino().Core().read_model(str(model.path))
 
 
 def _write(ov_model, source, model: OpenVinoModel, ctx: Context, name: str) -> OpenVinoModel:
     """Save NNCF's result as a new IR carrying the source's precision setting."""
-    from slimkit.evaluate.runners import import_openvino
+    from slimkit.hardware import import_openvino
 
     ov = import_openvino()
-    from slimkit.evaluate.runners import PRECISION_RT_KEY, stored_precision
+    from slimkit.formats.openvino import PRECISION_RT_KEY, stored_precision
 
     precision = stored_precision(source)
     if precision:
@@ -157,7 +157,7 @@ class OvInt8Auto(Pass):
     def run(self, model: WorkingModel, ctx: Context) -> PassResult:
         assert isinstance(model, OpenVinoModel)
         nncf = _nncf()
-        from slimkit.evaluate.runners import import_openvino
+        from slimkit.hardware import import_openvino
 
         source = _read(model)
         _refuse_quantized(source, self.name)
@@ -271,7 +271,7 @@ class OvWeights(Pass):
 
 def _refuse_quantized(ov_model, pass_name: str) -> None:
     """FakeQuantize nodes (int8 PTQ) or low-bit constants (weight compression) mean it was quantized already."""
-    from slimkit.evaluate.runners import low_bit_form
+    from slimkit.formats.openvino import low_bit_form
 
     if low_bit_form(ov_model):
         raise SlimkitError(f"{pass_name}: the OpenVINO model is already quantized",

@@ -25,14 +25,15 @@ from slimkit.algorithms.sparsity import (
 )
 from slimkit.config import Alpha, AtLeastOne, ConfigError, NonNegative, Temperature
 from slimkit.models.base import ModelKind, OnnxModel, TorchModel, WorkingModel
-from slimkit.models.onnx_graph import copy_model
+from slimkit.models.onnx_graph import copy_model, weight_layers
+from slimkit.models.onnx_surgery import set_initializer
 from slimkit.passes.base import Context, Pass, PassConfig, PassResult, register
 from slimkit.passes.recovery import refuse_onnx_training
 from slimkit.passes.select import select_names
 from slimkit.passes.sparse_storage import SparseStorageConfig, store_sparse
 from slimkit.train import TrainConfig
 
-_ONNX_WEIGHT_OPS = {"MatMul": 1, "Gemm": 1, "Conv": 1, "ConvTranspose": 1}
+_ONNX_WEIGHT_OPS = {"MatMul", "Gemm", "Conv", "ConvTranspose"}
 NOT_FASTER = "zeros are stored compactly but dense runtimes do not skip them: smaller, not faster"
 
 
@@ -110,21 +111,16 @@ class Prune(Pass):
         cfg = self.config
         proto = copy_model(model.proto)
         inits = {t.name: t for t in proto.graph.initializer}
-        weight_names = []
-        for node in proto.graph.node:
-            index = _ONNX_WEIGHT_OPS.get(node.op_type)
-            if index is not None and len(node.input) > index and node.input[index] in inits:
-                init = inits[node.input[index]]
-                if init.data_type == onnx.TensorProto.FLOAT and len(init.dims) >= 2:
-                    weight_names.append(init.name)
-        names = select_names([(n, int(np.prod(inits[n].dims))) for n in dict.fromkeys(weight_names)],
-                             include=cfg.include, exclude=cfg.exclude, min_params=cfg.min_params, what="weight")
+        params = {layer.weight: layer.params for layer in weight_layers(proto, _ONNX_WEIGHT_OPS)
+                  if layer.data_type == onnx.TensorProto.FLOAT}
+        names = select_names(list(params.items()), include=cfg.include, exclude=cfg.exclude,
+                             min_params=cfg.min_params, what="weight")
         weights = {n: numpy_helper.to_array(inits[n]) for n in names}
         masks = masks_for(weights, cfg.sparsity, cfg.scope)
         layers = []
         for name, weight in weights.items():
             pruned = (weight * masks[name]).astype(np.float32)
-            inits[name].CopyFrom(numpy_helper.from_array(pruned, name))
+            set_initializer(proto, name, pruned)
             layers.append({"weight": name, "params": int(weight.size), "sparsity": sparsity_of(pruned)})
         stats = _summary(layers)
         if cfg.store_sparse:

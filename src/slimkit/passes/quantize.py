@@ -13,10 +13,8 @@
 from __future__ import annotations
 
 import contextlib
-import io
 import logging
 import os
-import warnings
 from pathlib import Path
 from typing import Literal
 
@@ -24,10 +22,11 @@ import onnx
 from pydantic import Field, field_validator
 
 from slimkit.config import ConfigError, is_power_of_two
-from slimkit.errors import SlimkitError
+from slimkit.errors import SlimkitError, describe, raised_by_library
 from slimkit.models.base import ModelKind, OnnxModel, WorkingModel, save_onnx
 from slimkit.models.onnx_graph import copy_model, ensure_node_names, gemm_to_matmul, quantized_ops
 from slimkit.passes.base import Context, Pass, PassConfig, PassResult, register
+from slimkit.quiet import quiet_native
 from slimkit.scratch import scratch_dir
 
 MIN_CALIBRATION_SAMPLES = 16
@@ -59,10 +58,13 @@ def refuse_quantized(model: OnnxModel, pass_name: str) -> None:
 
 @contextlib.contextmanager
 def quiet_quantizer():
-    """Run ONNX Runtime's quantizer quietly and away from the user's files.
+    """Run ONNX Runtime's quantizer quietly and away from the user's files; the caller's state comes back.
 
-    It logs pre-processing advice on every call, and for large models it can leave external-data
-    files named `<uuid>.data` in the current directory; so it runs with a scratch folder as cwd.
+    It logs pre-processing advice on every call (through the root logger, hence its level), its internal
+    sessions print "[E:onnxruntime:...]" / "[W:onnxruntime:...]" lines to the process's stderr (caught by
+    `quiet_native`, whose tail a failure then carries), and for large models it can leave external-data
+    files named `<uuid>.data` in the current directory; so it runs with a scratch folder as cwd. The working
+    directory and the root logger's level are restored on the way out, also when the quantizer raises.
     """
     root = logging.getLogger()
     level = root.level
@@ -72,13 +74,30 @@ def quiet_quantizer():
         with scratch_dir("slimkit-ort-quant-") as scratch:
             os.chdir(scratch)
             try:
-                with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
-                    warnings.simplefilter("ignore")
+                with quiet_native("ONNX Runtime's quantizer"):
                     yield
             finally:
                 os.chdir(previous)
     finally:
         root.setLevel(level)
+
+
+# ONNX Runtime's quantization tooling and what it calls; an exception raised inside them is the tooling
+# refusing this model, not a slimkit bug (those, and errors of our own calibration reader, propagate).
+QUANTIZER_LIBRARIES = ("onnxruntime", "onnx")
+
+
+@contextlib.contextmanager
+def quantizer_failures(tool: str):
+    """ONNX Runtime's `tool` failing on this model becomes one SlimkitError that quotes the real reason."""
+    try:
+        yield
+    except Exception as exc:
+        if isinstance(exc, SlimkitError) or not raised_by_library(exc, QUANTIZER_LIBRARIES):
+            raise
+        raise SlimkitError(f"ONNX Runtime's {tool} failed on this model: {describe(exc)}",
+                           "try another recipe (e.g. int8-weight or fp16), or keep the node it names in float "
+                           "with `exclude:` in the recipe") from exc
 
 
 def prepared_copy(model: OnnxModel) -> onnx.ModelProto:
@@ -134,7 +153,7 @@ def quantize_dynamic_proto(proto: onnx.ModelProto, config: DynamicConfig, reduce
                            nodes_to_quantize: list[str] | None = None) -> onnx.ModelProto:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    with scratch_dir("slimkit-q-") as tmp, quiet_quantizer():
+    with scratch_dir("slimkit-q-") as tmp, quiet_quantizer(), quantizer_failures("quantize_dynamic"):
         out = Path(tmp) / "q.onnx"
         src = save_onnx(proto, Path(tmp) / "in.onnx")
         quantize_dynamic(
@@ -179,8 +198,8 @@ class Int8Static(Pass):
         refuse_quantized(model, self.name)
         reader = calibration_reader(model, ctx, self.config.samples)
         proto = prepared_copy(model)  # Gemm stays: QDQ Gemm becomes QGemm, which fuses the bias
-        preprocessed = self.config.preprocess and _preprocess(proto)
-        if preprocessed:
+        preprocessed, preprocess_note = _preprocess(proto) if self.config.preprocess else (None, None)
+        if preprocessed is not None:
             proto = preprocessed
             ensure_node_names(proto)
         reduce_range, why = resolve_reduce_range(self.config.reduce_range)
@@ -193,7 +212,7 @@ class Int8Static(Pass):
             conv_weights = {n.input[1] for n in proto.graph.node if n.op_type == "Conv" and len(n.input) > 1}
             inits = {t.name for t in proto.graph.initializer}
             extra["TensorQuantOverrides"] = {w: [{"axis": 0}] for w in conv_weights & inits}
-        with scratch_dir("slimkit-q-") as tmp, quiet_quantizer():
+        with scratch_dir("slimkit-q-") as tmp, quiet_quantizer(), quantizer_failures("quantize_static"):
             out = Path(tmp) / "q.onnx"
             src = save_onnx(proto, Path(tmp) / "in.onnx")
             quantize_static(
@@ -205,16 +224,26 @@ class Int8Static(Pass):
             quantized = onnx.load(str(out))
         result = OnnxModel.from_proto(quantized, like=model)
         result.ensure_file(ctx.scratch(self.name))
-        return PassResult(result, {
+        stats = {
             "calibration": self.config.calibration, "calibration_samples": reader.samples,
             "per_channel": self.config.per_channel, "per_channel_tensors": len(extra.get("TensorQuantOverrides", {})),
-            "reduce_range": reduce_range, "reduce_range_reason": why, "preprocessed": bool(preprocessed), "format": "QDQ",
+            "reduce_range": reduce_range, "reduce_range_reason": why, "preprocessed": preprocessed is not None,
+            "format": "QDQ",
             "float_weight_ops_left": float_ops_left(quantized, set(self.config.op_types or ["MatMul", "Conv"])),
-        })
+        }
+        if preprocess_note:
+            stats["preprocess_note"] = preprocess_note
+        return PassResult(result, stats)
 
 
-def _preprocess(proto: onnx.ModelProto) -> onnx.ModelProto | None:
-    """ONNX Runtime's quantization pre-processing (symbolic shape inference + graph optimization)."""
+def _preprocess(proto: onnx.ModelProto) -> tuple[onnx.ModelProto | None, str | None]:
+    """ONNX Runtime's quantization pre-processing (symbolic shape inference + graph optimization).
+
+    Best effort: when symbolic shape inference fails (e.g. "Incomplete symbolic shape inference" on dims it
+    cannot merge) it runs again without it, and when that fails too quantization goes on without
+    pre-processing. Returns (the pre-processed model or None, a note saying what was skipped and why);
+    only ONNX Runtime's tooling failing is absorbed, an error of slimkit's own propagates.
+    """
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     with scratch_dir("slimkit-pre-") as tmp, quiet_quantizer():
@@ -222,12 +251,19 @@ def _preprocess(proto: onnx.ModelProto) -> onnx.ModelProto | None:
         out = Path(tmp) / "pre.onnx"
         try:
             quant_pre_process(str(src), str(out), skip_symbolic_shape=False)
-        except Exception:
-            try:
-                quant_pre_process(str(src), str(out), skip_symbolic_shape=True)
-            except Exception:
-                return None
-        return onnx.load(str(out))
+        except Exception as exc:
+            if not raised_by_library(exc, QUANTIZER_LIBRARIES):
+                raise
+            symbolic = describe(exc, 160)
+        else:
+            return onnx.load(str(out)), None
+        try:
+            quant_pre_process(str(src), str(out), skip_symbolic_shape=True)
+        except Exception as exc:
+            if not raised_by_library(exc, QUANTIZER_LIBRARIES):
+                raise
+            return None, f"skipped: {describe(exc, 160)} (with symbolic shape inference: {symbolic})"
+        return onnx.load(str(out)), f"done without symbolic shape inference, which failed: {symbolic}"
 
 
 class _Reader:
@@ -315,7 +351,7 @@ class WeightOnly(Pass):
             accuracy_level=self.config.accuracy_level or None, quant_format=QuantFormat.QOperator,
             op_types_to_quantize=op_types, quant_axes=(("MatMul", 0), ("Gather", 1)),
         )
-        with quiet_quantizer():
+        with quiet_quantizer(), quantizer_failures("MatMulNBits quantizer"):
             quantizer = MatMulNBitsQuantizer(
                 proto, bits=self.config.bits, block_size=block, is_symmetric=self.config.symmetric,
                 accuracy_level=self.config.accuracy_level or None, nodes_to_exclude=list(self.config.exclude),

@@ -16,7 +16,7 @@ import numpy as np
 
 from slimkit.data import Dataset, load_data
 from slimkit.errors import SlimkitError
-from slimkit.evaluate.runners import make_runner
+from slimkit.formats import make_runner
 from slimkit.models.base import TorchModel, WorkingModel
 from slimkit.passes.base import Context
 
@@ -72,7 +72,7 @@ def train_student(module: Any, *, like: TorchModel, teacher: WorkingModel, ctx: 
     from torch import nn
 
     from slimkit.algorithms.distill import distillation_loss, feature_loss
-    from slimkit.models.loading import flatten_outputs
+    from slimkit.models.torch_module import flatten_outputs
     from slimkit.train import TrainBatch, fit
 
     if temperature <= 0:
@@ -130,7 +130,8 @@ def train_student(module: Any, *, like: TorchModel, teacher: WorkingModel, ctx: 
     try:
         result = fit(module, loss_fn, train, train_config, evaluate=evaluate, score_key="score",
                      checkpoint_dir=checkpoint, resume=ctx.resume, before_step=before_step, after_step=after_step,
-                     params=params, progress=lambda line: ctx.progress(f"{pass_name}: {line}"))
+                     params=params, progress=lambda line: ctx.progress(f"{pass_name}: {line}"),
+                     threads=ctx.threads)
         after = evaluate(module)
     finally:
         if hidden is not None:

@@ -19,6 +19,7 @@ from torch import nn
 
 from slimkit.data import Dataset
 from slimkit.errors import SlimkitError
+from slimkit.threads import torch_threads
 from slimkit.train.checkpoint import (
     CHECKPOINT_NAME,
     check_compatible,
@@ -72,7 +73,7 @@ def fit(
     before_step: Callable[[nn.Module], None] | None = None,
     after_step: Callable[[nn.Module, int], None] | None = None,
     params: Iterable[nn.Parameter] | None = None, progress: Callable[[str], None] | None = None,
-    show_bar: bool = False,
+    show_bar: bool = False, threads: int | None = None,
 ) -> TrainResult:
     """Train `module` in place on `loss_fn` (a scalar, or a dict whose "loss" is optimized and the rest logged).
 
@@ -80,6 +81,8 @@ def fit(
     `after_step(module, step)` after it, with the 1-based global step (re-apply masks, update schedules).
     With `evaluate`, the score (`score_key`, default "score" or the only metric) is maximized: early
     stopping uses it and the best-scoring weights are restored at the end. The module ends in eval() mode.
+    `threads` pins PyTorch's thread count for the training loop (None: as the process has it); the caller's
+    own count is restored afterwards (`slimkit.threads.torch_threads`).
     """
     feed, labels = flatten(as_dataset(train_data, batch_size=config.batch_size))
     n = len(next(iter(feed.values())))
@@ -127,7 +130,7 @@ def fit(
         raise TrainingDiverged(f"training diverged at {where}: {what}; kept {kept}{ckpt}", result(diverged=True))
 
     try:
-        with _bar(show_bar, total, step) as advance:
+        with torch_threads(threads), _bar(show_bar, total, step) as advance:
             for epoch in range(done, config.epochs):
                 if stopped or step >= total:
                     break
