@@ -245,6 +245,10 @@ def cmd_inspect(args) -> int:
     if info.get("task_from", "model") not in ("model", None):
         console.print(Text(f"task {info['task_from']}"))
     console.print(Text(f"size: {human_size(info['size_bytes'])}   params: {info.get('params') or '-'}"))
+    from slimkit.inspect_model import nonfinite_line
+
+    if nonfinite_line(info.get("nonfinite_weights")):
+        console.print(Text(nonfinite_line(info.get("nonfinite_weights")), style="bold red"))
     for key in ("inputs", "outputs"):
         console.print(Text(f"{key}: " + ", ".join(info.get(key) or [])))
     if info.get("ops"):

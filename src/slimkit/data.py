@@ -273,6 +273,7 @@ def generate_data(
     rng = np.random.default_rng(seed)
     batches = []
     resolved = {s.name: resolve_shape(s, batch_size=batch_size, seq_len=seq_len, shapes=shapes) for s in specs}
+    _check_generated_size(specs, resolved)
     for _ in range(num_batches):
         feed = {}
         for spec in specs:
@@ -289,6 +290,20 @@ def generate_data(
                 feed[spec.name] = rng.integers(0, 100, size=shape).astype(spec.dtype)
         batches.append(Batch(feed))
     return Dataset(batches, "generated from the input signature", generated=True)
+
+
+def _check_generated_size(specs: Sequence[InputSpec], resolved: Mapping[str, tuple[int, ...]]) -> None:
+    """Refuse to generate an input no machine could hold (a damaged model declaring a 10^9 dim) or one with a
+    negative dim, before numpy tries to allocate it."""
+    from slimkit.models.onnx_checks import MAX_INPUT_ELEMENTS
+
+    for spec in specs:
+        shape = resolved[spec.name]
+        count = int(np.prod(shape, dtype=object)) if shape else 1
+        if any(d < 0 for d in shape) or count > MAX_INPUT_ELEMENTS:
+            raise SlimkitError(f"input '{spec.name}' would be generated at shape {list(shape)} ({spec.describe()}), "
+                               f"{'a negative dim' if count < 0 or any(d < 0 for d in shape) else 'too large'}",
+                               f"fix it with --shape {spec.name}=" + "x".join("1" for _ in shape) + " (your sizes)")
 
 
 def resolve_shape(spec: InputSpec, *, batch_size: int, seq_len: int,

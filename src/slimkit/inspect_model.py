@@ -34,6 +34,9 @@ def inspect_model(model: WorkingModel, top: int = 10, data: Any = None) -> dict[
                    for t in proto.graph.initializer]
         info["params"] = sum(w[2] for w in weights)
         info["ops"] = dict(Counter(n.op_type for n in _all_nodes(proto.graph)).most_common())
+        from slimkit.models.onnx_checks import nonfinite_weights
+
+        info["nonfinite_weights"] = nonfinite_weights(proto)
     elif isinstance(model, TorchModel):
         info["inputs"] = [s.describe() for s in model.input_specs]
         info["outputs"] = list(model.output_names)
@@ -42,6 +45,7 @@ def inspect_model(model: WorkingModel, top: int = 10, data: Any = None) -> dict[
         info["params"] = sum(w[2] for w in weights)
         leaves = [type(m).__name__ for m in model.module.modules() if not list(m.children())]
         info["ops"] = dict(Counter(leaves).most_common())
+        info["nonfinite_weights"] = _torch_nonfinite(model.module)
     else:
         from slimkit.formats import make_runner
 
@@ -57,6 +61,32 @@ def inspect_model(model: WorkingModel, top: int = 10, data: Any = None) -> dict[
         info["outputs"] = []
     info["hardware"] = hardware_info()
     return info
+
+
+def _torch_nonfinite(module, limit: int = 5) -> dict[str, Any] | None:
+    """NaN / Inf in a module's parameters and buffers, in the shape of `onnx_checks.nonfinite_weights`."""
+    import torch
+
+    tensors, values, names = 0, 0, []
+    for name, tensor in [*module.named_parameters(), *module.named_buffers()]:
+        if not tensor.is_floating_point():
+            continue
+        bad = int((~torch.isfinite(tensor.detach())).sum())
+        if bad:
+            tensors, values = tensors + 1, values + bad
+            if len(names) < limit:
+                names.append(name)
+    return {"tensors": tensors, "values": values, "names": names} if tensors else None
+
+
+def nonfinite_line(found: dict[str, Any] | None) -> str | None:
+    """One line for `slimkit inspect` about NaN / Inf weights, or None when all weights are finite."""
+    if not found:
+        return None
+    more = ", ..." if found["tensors"] > len(found["names"]) else ""
+    values, tensors = found["values"], found["tensors"]
+    return (f"NaN/Inf weights: {values:,} value{'s' if values != 1 else ''} in {tensors} tensor"
+            f"{'s' if tensors != 1 else ''} ({', '.join(found['names'])}{more}): outputs may be NaN or Inf")
 
 
 # The CPU features that decide which precision runs fast, each from the /proc/cpuinfo flags that provide it.

@@ -40,6 +40,8 @@ class Measurement:
     # The label of the measurement this one's size and speed are judged against (see slimkit.baseline);
     # None: the report's reference.
     baseline: str | None = None
+    # NaN / Inf among the outputs on the measurement data (see `nonfinite_outputs`); None when all were finite.
+    nonfinite_outputs: dict | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -56,6 +58,7 @@ class Measurement:
             "fidelity": self.fidelity,
             "metrics": self.metrics,
             **({"baseline": self.baseline} if self.baseline else {}),
+            **({"nonfinite_outputs": self.nonfinite_outputs} if self.nonfinite_outputs else {}),
         }
 
 
@@ -153,8 +156,24 @@ class Evaluator:
             data={"source": self.dataset.source, "samples": self.dataset.num_samples,
                   "generated": self.dataset.generated, "labelled": self.dataset.has_labels,
                   "batch_size_requested": self.batch_size, "inputs": self._timed_shapes()},
-            fidelity=fidelity, metrics=metrics, label=label,
+            fidelity=fidelity, metrics=metrics, label=label, nonfinite_outputs=nonfinite_outputs(outputs),
         )
+
+
+def nonfinite_outputs(outputs: Sequence[Sequence[np.ndarray]]) -> dict | None:
+    """NaN and Inf counts over every float output of every batch, with how many values were checked; None
+    when all are finite. A model that returns NaN measures "fast" and "small" all the same: the report must
+    say so (the `nan-output` flag) rather than show figures computed from NaN."""
+    nan = inf = total = 0
+    for batch in outputs:
+        for array in batch:
+            array = np.asarray(array)
+            if array.dtype.kind not in "fc":
+                continue
+            total += array.size
+            nan += int(np.count_nonzero(np.isnan(array)))
+            inf += int(np.count_nonzero(np.isinf(array)))
+    return {"nan": nan, "inf": inf, "values": total} if nan or inf else None
 
 
 def _timed_shapes_of(dataset: Dataset) -> dict[str, list[int]]:

@@ -40,6 +40,9 @@ def load_onnx(path: Path, *, task: str | None = None, check: bool = True) -> Onn
         ) from exc
     if len(proto.graph.node) == 0 and len(proto.graph.output) == 0:
         raise SlimkitError(f"{path} is not a valid ONNX model (empty graph)", "the file is truncated or not ONNX")
+    from slimkit.models.onnx_checks import check_onnx_model
+
+    check_onnx_model(proto, str(path), path)  # damage (cycles, 10^9 dims, bad bytes) refused here, in one line
     model = OnnxModel(path=path, _proto=proto, source=str(path), task=task)
     _read_slimkit_metadata(model)
     if check:

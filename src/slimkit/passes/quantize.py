@@ -24,6 +24,7 @@ from pydantic import Field, field_validator
 from slimkit.config import ConfigError, is_power_of_two
 from slimkit.errors import SlimkitError, describe, raised_by_library
 from slimkit.models.base import ModelKind, OnnxModel, WorkingModel, save_onnx
+from slimkit.models.onnx_checks import refuse_nonfinite_weights
 from slimkit.models.onnx_graph import copy_model, ensure_node_names, gemm_to_matmul, quantized_ops
 from slimkit.passes.base import Context, Pass, PassConfig, PassResult, register
 from slimkit.quiet import quiet_native
@@ -54,6 +55,11 @@ def refuse_quantized(model: OnnxModel, pass_name: str) -> None:
     if found:
         raise SlimkitError(f"{pass_name}: the model is already quantized (it has {', '.join(found)})",
                            "start from the float model; quantizing twice only adds error")
+
+
+def _inputs_of(proto: onnx.ModelProto, op_types) -> set[str]:
+    """Names the main graph's nodes of `op_types` read: the weights a quantizer would quantize among them."""
+    return {name for node in proto.graph.node if node.op_type in set(op_types) for name in node.input}
 
 
 @contextlib.contextmanager
@@ -137,6 +143,7 @@ class Int8Dynamic(Pass):
         refuse_quantized(model, self.name)
         proto = prepared_copy(model)
         rewritten = gemm_to_matmul(proto) if self.config.gemm_to_matmul else 0
+        refuse_nonfinite_weights(proto, f"quantize ({self.name})", _inputs_of(proto, self.config.op_types))
         reduce_range, why = resolve_reduce_range(self.config.reduce_range)
         quantized = quantize_dynamic_proto(proto, self.config, reduce_range)
         result = OnnxModel.from_proto(quantized, like=model)
@@ -198,6 +205,8 @@ class Int8Static(Pass):
         refuse_quantized(model, self.name)
         reader = calibration_reader(model, ctx, self.config.samples)
         proto = prepared_copy(model)  # Gemm stays: QDQ Gemm becomes QGemm, which fuses the bias
+        refuse_nonfinite_weights(proto, f"quantize ({self.name})",
+                                 _inputs_of(proto, self.config.op_types) if self.config.op_types else None)
         preprocessed, preprocess_note = _preprocess(proto) if self.config.preprocess else (None, None)
         if preprocessed is not None:
             proto = preprocessed

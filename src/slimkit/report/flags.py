@@ -148,10 +148,24 @@ def _flag(label: str, flag: str, message: str) -> dict:
     return {"model": label, "flag": flag, "message": message}
 
 
+def nonfinite_flag(measurement: dict) -> dict | None:
+    """The `nan-output` flag when a measurement's outputs held NaN or Inf (see `nonfinite_outputs` in
+    slimkit.evaluate.measure), for the reference as for any candidate; else None."""
+    counts = measurement.get("nonfinite_outputs")
+    if not isinstance(counts, dict) or not (counts.get("nan") or counts.get("inf")):
+        return None
+    label = str(measurement.get("label") or measurement.get("model") or "?")
+    found = " and ".join(f"{int(counts[key]):,} {name}" for key, name in (("nan", "NaN"), ("inf", "Inf"))
+                         if counts.get(key))
+    return _flag(label, "nan-output",
+                 f"Its outputs hold {found} values (of {counts.get('values', '?')} checked), so its fidelity, "
+                 "accuracy and speed figures describe a broken model; check its weights (slimkit inspect).")
+
+
 def candidate_flags(candidate: dict, reference: dict | None) -> list[dict]:
     """Flags for one candidate; `reference` None evaluates only the flags that need no reference."""
     label = str(candidate.get("label") or candidate.get("model") or "?")
-    flags = []
+    flags = [f for f in (nonfinite_flag(candidate),) if f is not None]
     rel = ratios(candidate, reference) if reference is not None else {}
     size_r, p50_r = rel.get("size_ratio"), rel.get("p50_ratio")
     problems = fidelity_problems(candidate)
@@ -198,10 +212,11 @@ def candidate_flags(candidate: dict, reference: dict | None) -> list[dict]:
 
 def compute_flags(measurements: list[dict], reference_label: str | None) -> list[dict]:
     """All flags for every candidate (every measurement but the reference), each judged against its baseline,
-    in measurement order."""
+    in measurement order; the reference itself is flagged only for NaN / Inf outputs."""
     flags = []
     for measurement in measurements:
         if reference_label is not None and measurement.get("label") == reference_label:
+            flags.extend(f for f in (nonfinite_flag(measurement),) if f is not None)  # the only flag it can get
             continue
         flags.extend(candidate_flags(measurement, baseline_of(measurement, measurements, reference_label)))
     return flags
