@@ -6,10 +6,10 @@ from __future__ import annotations
 import json
 
 import pytest
+from slimkit.models.loading import load
 
 from slimkit.cli import main
 from slimkit.models.base import ModelKind, WorkingModel
-from slimkit.models.loading import load
 from slimkit.passes import base
 from slimkit.passes.base import Context, Pass, PassConfig, PassResult, register
 from slimkit.passes.outcome import Outcome, Status
