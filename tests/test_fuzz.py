@@ -20,6 +20,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from slimkit.errors import SlimkitError
 from slimkit.formats.onnx import load_onnx
+from slimkit.settings import MeasureSettings
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
@@ -150,13 +151,13 @@ def test_bench_and_optimize_flag_nan_outputs(tmp_path, capsys):
     from slimkit.report import build_report
 
     path = make_recurrent_model(tmp_path / "nan.onnx", nan="b_out")
-    results = bench([str(path)], threads=1)
+    results = bench([str(path)], settings=MeasureSettings(threads=1))
     report = build_report(command="bench", input_model={"model": str(path)},
                           measurements=[m.as_dict() for m in results], reference_label=None, threads=1)
     assert results[0].nonfinite_outputs == {"nan": 24, "inf": 0, "values": 24}
     assert [f["flag"] for f in report["flags"]] == ["nan-output"]
 
-    result = optimize(str(path), "int8-dynamic", threads=1, output=tmp_path / "out")
+    result = optimize(str(path), "int8-dynamic", settings=MeasureSettings(threads=1), output=tmp_path / "out")
     flagged = {(f["model"], f["flag"]) for f in result.report["flags"]}
     labels = [m["label"] for m in result.report["measurements"]]
     assert {(label, "nan-output") for label in labels} <= flagged
@@ -197,7 +198,7 @@ def test_quantizing_a_nan_weight_is_refused_with_one_line(tmp_path):
 
     path = make_recurrent_model(tmp_path / "nan_matmul.onnx", nan="w_out")  # MatMul's weight: int8 quantizes it
     with pytest.raises(SlimkitError, match=r"cannot quantize \(int8-dynamic\): 1 weight tensor\(s\) hold NaN"):
-        optimize(str(path), "int8-dynamic", threads=1, output=tmp_path / "out")
+        optimize(str(path), "int8-dynamic", settings=MeasureSettings(threads=1), output=tmp_path / "out")
 
 
 @pytest.mark.parametrize("opsets", [[], [("", 17), ("", 11)]], ids=["none", "twice"])

@@ -6,9 +6,9 @@ from __future__ import annotations
 import json
 
 import pytest
-from slimkit.models.loading import load
 
 from slimkit.cli import main
+from slimkit.formats import load
 from slimkit.models.base import ModelKind, WorkingModel
 from slimkit.passes import base
 from slimkit.passes.base import Context, Pass, PassConfig, PassResult, register

@@ -9,10 +9,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from slimkit.models.loading import load
 
 import slimkit.passes as passes_package
 from slimkit.errors import SlimkitError
+from slimkit.formats import load
 from slimkit.models.base import ModelKind, WorkingModel
 from slimkit.passes import base
 from slimkit.passes.base import Context, Pass, PassConfig, PassResult, available_passes, get_pass, register
