@@ -141,9 +141,7 @@ def main() -> int:
         outcome = fp16_tflite(work / "tfl" / "model.tflite", target)
         if outcome.get("error"):
             raise RuntimeError(outcome["error"])
-        model = TfliteModel(path=target, task="classification")
-        model.metadata["input_names"] = ["image"]
-        return model
+        return TfliteModel(path=target, task="classification", input_names=["image"])
 
     add("fp16 TFLite", "fp32 TFLite + ai-edge-quantizer float_casting (fp16 weights)", make_fp16_tflite)
     for recipe in ("fp16", "cluster-16", "svd-ratio-0.5", "prune-50"):

@@ -99,7 +99,8 @@ def test_to_onnx_dynamic_batch_in_onnxruntime(converted):
 
 def test_to_onnx_on_onnx_is_skipped(converted, tmp_path):
     result = get_pass("to-onnx")().run(converted.onnx.model, Context(workdir=tmp_path))
-    assert result.model is converted.onnx.model and result.stats == {"skipped": "already ONNX"}
+    assert result.model is converted.onnx.model and result.stats == {}
+    assert result.outcome.is_skipped and result.outcome.reason == "already ONNX"
 
 
 def test_to_onnx_legacy_exporter(digits_mlp, tmp_path):
@@ -116,7 +117,7 @@ def test_to_onnx_legacy_exporter(digits_mlp, tmp_path):
 
 def test_cleanup_output_still_runs(converted):
     result = converted.cleanup
-    assert "skipped" not in result.stats
+    assert not result.outcome.is_skipped
     assert result.stats["nodes_after"] <= result.stats["nodes_before"] == len(converted.onnx.model.proto.graph.node)
     assert result.model.path.exists() and result.model.path != converted.onnx.model.path
     m = measure(result.model, converted.onnx.model)

@@ -59,7 +59,8 @@ def fake_quant(model: TorchModel, data=None, **config):
 def test_8bit_per_channel_weights_keep_accuracy(digits):
     name, model = digits
     result = fake_quant(model, bits=8, granularity="channel")
-    assert result.stats["quantized"] == LAYERS[name] and result.stats["skipped"] == {}
+    assert result.stats["quantized"] == LAYERS[name] and result.stats["not_quantized"] == {}
+    assert not result.outcome.is_skipped and "skipped" not in result.stats  # no "skipped: []" in the report
     assert result.stats["params_quantized"] == sum(
         m.weight.numel() for m in model.module.modules() if isinstance(m, nn.Linear | nn.Conv2d))
     assert result.stats["mean_weight_sqnr_db"] > 35
@@ -203,17 +204,19 @@ def test_unknown_config_key_and_bad_values_are_rejected():
 def test_include_exclude_and_min_params_choose_layers(digits_mlp):
     model = load(digits_mlp)
     excluded = fake_quant(model, exclude=["net.4"])
-    assert excluded.stats["quantized"] == ["net.0", "net.2"] and excluded.stats["skipped"] == {"net.4": "excluded"}
+    assert excluded.stats["quantized"] == ["net.0", "net.2"]
+    assert excluded.stats["not_quantized"] == {"net.4": "excluded"}
     assert type(excluded.model.module.net[4]) is nn.Linear
     included = fake_quant(model, include=["net.0"])
     assert included.stats["quantized"] == ["net.0"]
-    assert set(included.stats["skipped"].values()) == {"not included"}
+    assert set(included.stats["not_quantized"].values()) == {"not included"}
     small = fake_quant(model, min_params=2000)  # net.4 has 100 * 10 weights
-    assert small.stats["quantized"] == ["net.0", "net.2"] and "min_params" in small.stats["skipped"]["net.4"]
+    assert small.stats["quantized"] == ["net.0", "net.2"]
+    assert "min_params" in small.stats["not_quantized"]["net.4"]
     assert small.stats["params_quantized"] == 64 * 300 + 300 * 100
     again = fake_quant(small.model)  # a second run wraps what is left, not the wrappers' inner layers
     assert again.stats["quantized"] == ["net.4"]
-    assert set(again.stats["skipped"]) == {"net.0.layer", "net.2.layer"}
+    assert set(again.stats["not_quantized"]) == {"net.0.layer", "net.2.layer"}
 
 
 def test_gradients_pass_straight_through(digits_mlp):

@@ -20,6 +20,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from slimkit.errors import SlimkitError
 from slimkit.formats.onnx import load_onnx
+from slimkit.settings import MeasureSettings
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))

@@ -13,7 +13,7 @@ from slimkit.cli import main
 from slimkit.data import Subset, load_data, split_indices
 from slimkit.dataplan import plan_data
 from slimkit.datasets import digits_arrays
-from slimkit.errors import SlimkitError
+from slimkit.errors import SlimkitError, TargetNotMetError
 from slimkit.evaluate.fidelity import accuracy_with_interval, wilson_interval
 from slimkit.evaluate.latency import paired_ratio
 from slimkit.evaluate.measure import Evaluator
@@ -220,8 +220,9 @@ def test_max_drop_backs_off_pruning_until_the_validation_drop_holds(digits_mlp):
     sparsities = [a["config"]["sparsity"] for a in attempts]
     assert len(attempts) >= 2 and sparsities == sorted(sparsities, reverse=True) and sparsities[0] == 0.99
     assert all(a["drop"] > 0.05 for a in attempts[:-1]) and attempts[-1]["drop"] <= 0.05
-    assert stats["target_met"] is True and result.steps[0]["config"]["sparsity"] == sparsities[-1]
-    assert slimkit.api.targets_missed(result.report) == []
+    assert result.outcomes[0].status == "met" and result.steps[0]["config"]["sparsity"] == sparsities[-1]
+    assert result.targets_missed() == [] and slimkit.api.targets_missed(result.report) == []
+    result.require_targets()  # met: nothing raised
 
 
 def test_max_drop_that_cannot_be_met_is_reported_as_missed(digits_mlp):
@@ -232,7 +233,14 @@ def test_max_drop_that_cannot_be_met_is_reported_as_missed(digits_mlp):
                               max_drop=-0.5, measure=False)  # a gain of 50 points: impossible
     stats = result.steps[0]["stats"]
     assert [a["config"]["k"] for a in stats["backoff"]["attempts"]] == [128, 256]
-    assert stats["target_met"] is False and slimkit.api.targets_missed(result.report)
+    outcome = result.outcomes[0]
+    assert outcome.missed and outcome.metric == "accuracy_drop" and outcome.target == -0.5
+    assert outcome.measured == stats["backoff"]["attempts"][-1]["drop"]
+    missed = [f"cluster: {outcome.reason}"]
+    assert result.targets_missed() == slimkit.api.targets_missed(result.report) == missed
+    with pytest.raises(TargetNotMetError, match="target not met") as info:
+        result.require_targets()
+    assert info.value.exit_code == 3
 
 
 def test_max_drop_on_a_recipe_nothing_can_steer_is_refused(digits_mlp):

@@ -228,7 +228,9 @@ def test_input_onnx_is_never_modified(tmp_path, mlp_onnx_bytes, file_hash, recip
     result = run_pipeline(model, load_recipe(recipe), ctx_for(tmp_path))
     assert file_hash(source) == before
     assert sorted(p.name for p in folder.iterdir()) == ["model.onnx"]  # nothing written beside it
-    assert result.steps[0]["stats"] == {"skipped": "already ONNX"} and result.steps[0]["inserted"] is False
+    outcome = result.steps[0]["outcome"]
+    assert outcome["status"] == "skipped" and outcome["reason"] == "already ONNX"
+    assert result.steps[0]["stats"] == {} and result.steps[0]["inserted"] is False
     assert all(p.is_relative_to(tmp_path / "work") for p in result.model.files())
     assert model.path == source  # the input model object still points at the user's file
 

@@ -132,7 +132,8 @@ def test_static_needs_enough_calibration_samples(digits_onnx, tmp_path):
 def test_int8_auto_keeps_sensitive_layers_float_for_a_strict_target(digits_onnx, tmp_path):
     model, data = digits_onnx["mlp"]
     loose = get_pass("int8-auto")({"min_cosine": 0.99}).run(model, Context(data=str(data), workdir=tmp_path / "l"))
-    assert loose.stats["target_met"] and loose.stats["sensitivity"] == []  # whole model was enough
+    assert loose.outcome.status == "met" and loose.stats["sensitivity"] == []  # whole model was enough
+    assert loose.outcome.metric == "cosine_mean" and loose.outcome.measured >= loose.outcome.target == 0.99
     whole_cos = loose.stats["tried"][0]["cosine_mean"]
     strict_target = whole_cos + (1 - whole_cos) / 2  # halfway between whole-model int8 and float
     strict = get_pass("int8-auto")({"min_cosine": strict_target}).run(
@@ -140,7 +141,7 @@ def test_int8_auto_keeps_sensitive_layers_float_for_a_strict_target(digits_onnx,
     table = strict.stats["sensitivity"]
     assert [r["op_type"] for r in table] == ["MatMul"] * 3
     assert table == sorted(table, key=lambda r: -r["loss"])
-    assert strict.stats["target_met"] and strict.stats["chosen"]["kept_float"] >= 1
+    assert strict.outcome.status == "met" and strict.stats["chosen"]["kept_float"] >= 1
     assert strict.stats["chosen"]["cosine_mean"] >= strict_target
 
 
@@ -150,10 +151,11 @@ def test_int8_auto_unreachable_target_saves_best_and_exits_3(digits_onnx, tmp_pa
     code = main(["optimize", str(model.path), "--recipe", "int8-auto", "--data", str(data), "--max-drop", "-0.5",
                  "-o", str(out)])
     err = capsys.readouterr().err
-    assert code == 3 and "target not met" in err
+    assert code == 3 and "target not met (int8-auto: accuracy drop" in err.strip().splitlines()[-1]
     report = json.loads((out / "report.json").read_text())
-    stats = report["passes"][-1]["stats"]
-    assert stats["target_met"] is False and "accuracy drop" in stats["shortfall"]
+    outcome = report["passes"][-1]["outcome"]
+    assert outcome["status"] == "missed" and "accuracy drop" in outcome["reason"]
+    assert outcome["metric"] == "accuracy_drop" and outcome["target"] == -0.5 and outcome["measured"] > -0.5
     assert (out / "model.onnx").exists()
 
 

@@ -77,9 +77,25 @@ def test_cut_off_stats_open_in_details_with_the_full_stats():
 
 
 def test_skipped_pass_with_more_stats_expands():
-    report = report_with(passes=[{"pass": "prune", "stats": {"skipped": "no weights to prune", "checked": 14}}])
+    skipped = {"status": "skipped", "reason": "no weights to prune"}
+    report = report_with(passes=[{"pass": "prune", "stats": {"checked": 14}, "outcome": skipped}])
     page = render_html(report)
     assert "<details" in page and re.search(r"checked\s*14", visible_text(page))
+    assert "skipped: no weights to prune" in visible_text(page) and "skipped: no weights" in terminal(report)
+
+
+def test_outcome_leads_the_stats_and_a_stat_is_never_read_as_skipped():
+    missed = {"status": "missed", "reason": "accuracy drop 0.0700 > 0.01", "metric": "accuracy_drop",
+              "measured": 0.07, "target": 0.01}
+    report = report_with(passes=[
+        {"pass": "int8-auto", "stats": {"layers": 3}, "outcome": missed},
+        {"pass": "fake-quant", "stats": {"not_quantized": {}, "bits": 8}, "outcome": {"status": "done"}},
+        {"pass": "to-onnx", "stats": {"skipped": []}},  # an older report's stray key is just a stat
+    ])
+    text = terminal(report)
+    assert "target missed: accuracy drop 0.0700 > 0.01; layers=3" in text
+    assert "not_quantized={}, bits=8" in text and "skipped: []" not in text
+    assert "<details" not in render_html(report)
 
 
 # --- 2. byte counts in kB / MB ---------------------------------------------------------------------

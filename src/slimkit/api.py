@@ -13,11 +13,13 @@ from typing import Any
 from slimkit.artifacts import publish_files, staged_folder, write_artifact
 from slimkit.baseline import baseline_label, baseline_recipe, reusable_prefix
 from slimkit.dataplan import plan_data
-from slimkit.errors import SlimkitError
+from slimkit.errors import SlimkitError, TargetNotMetError
 from slimkit.evaluate.measure import Evaluator, Measurement
 from slimkit.formats import bench_runtimes, convert_targets, load
 from slimkit.models.base import WorkingModel
 from slimkit.passes.base import Context
+from slimkit.passes.outcome import Outcome
+from slimkit.passes.outcome import targets_missed as _targets_missed
 from slimkit.pipeline import Recipe, Target, load_recipe, plan, run_pipeline
 from slimkit.scratch import make_scratch
 from slimkit.settings import MeasureSettings, TrainSettings
@@ -33,6 +35,20 @@ class OptimizeResult:
     steps: list[dict]
     report: dict[str, Any] = field(default_factory=dict)
     measurements: list[Measurement] = field(default_factory=list)
+    outcomes: list[Outcome] = field(default_factory=list)  # what became of each step, as in `steps`
+
+    def targets_missed(self) -> list[str]:
+        """'pass: how far off' for each pass that missed its target (its best effort is the model kept)."""
+        return _targets_missed((step["pass"], outcome) for step, outcome in zip(self.steps, self.outcomes,
+                                                                                   strict=True))
+
+    def require_targets(self) -> None:
+        """Raise TargetNotMetError (exit code 3 in the CLI) when a pass missed its target. The result, and the
+        artifact and report when they were saved, stay as they are: the best effort is kept."""
+        missed = self.targets_missed()
+        if missed:
+            raise TargetNotMetError(f"target not met ({'; '.join(missed)})",
+                                    "the best configuration found was saved")
 
     def save(self, folder: str | Path, *, overwrite: bool = False) -> Path:
         """Write the artifact, its tokenizer, report.json and report.html into `folder` atomically; an earlier
@@ -150,11 +166,11 @@ def optimize(
                   workdir=workdir, progress=lambda m: say(f"running pass {m}"),
                   checkpoint_dir=training.checkpoint_dir, resume=training.resume)
     try:
-        result = run_pipeline(original, recipe_obj, ctx, overrides, target=target)
+        result = run_pipeline(original, recipe_obj, ctx, overrides, target=target, planned=planned)
     except BaseException:
         shutil.rmtree(workdir, ignore_errors=True)
         raise
-    outcome = OptimizeResult(result.model, original, recipe_obj, result.steps)
+    outcome = OptimizeResult(result.model, original, recipe_obj, result.steps, outcomes=result.outcomes)
     weakref.finalize(result.model, shutil.rmtree, str(workdir), True)
     if measure:
         entries = [("original", original)]
@@ -201,9 +217,9 @@ def target_overrides(recipe: Recipe, min_cosine: float | None, max_drop: float |
 
 
 def targets_missed(report: dict) -> list[str]:
-    """Shortfalls of accuracy-aware passes whose target could not be met (best effort was kept)."""
-    return [f"{p['pass']}: {p['stats'].get('shortfall', 'target not met')}" for p in report.get("passes") or []
-            if isinstance(p.get("stats"), dict) and p["stats"].get("target_met") is False]
+    """'pass: how far off' for each pass of a report (report.json read back) that missed its target."""
+    return _targets_missed((str(p.get("pass")), Outcome.from_dict(p.get("outcome")))
+                           for p in report.get("passes") or [] if isinstance(p, dict))
 
 
 def _build(outcome: OptimizeResult, threads: int, data_plan: dict | None = None) -> dict:

@@ -52,7 +52,7 @@ def write_artifact(model: WorkingModel, folder: Path, filename: str | None = Non
 
 
 def _input_names(model: WorkingModel) -> list[str] | None:
-    names = getattr(model, "input_names", None) or model.metadata.get("input_names")
+    names = getattr(model, "input_names", None)
     if names:
         return list(names)
     specs = getattr(model, "input_specs", None)

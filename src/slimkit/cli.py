@@ -310,12 +310,7 @@ def cmd_optimize(args) -> int:
                           max_drop=args.max_drop, overrides=overrides, to=args.to, overwrite=args.overwrite,
                           precision=args.precision)
     code = _print_result(args, result.report, extra={"output": str(args.output)})
-    from slimkit.api import targets_missed
-
-    missed = targets_missed(result.report)
-    if missed:
-        print(f"target not met ({'; '.join(missed)}): the best configuration found was saved", file=sys.stderr)
-        return 3
+    result.require_targets()  # TargetNotMetError: exit code 3, after the artifact and report were written
     return code
 
 

@@ -29,7 +29,8 @@ class MissingExtraError(SlimkitError):
 
 
 class TargetNotMetError(SlimkitError):
-    """A constraint (accuracy, fidelity) could not be met; the best effort was still saved."""
+    """A constraint (accuracy, fidelity) could not be met; the best effort was still saved. Raised by
+    `OptimizeResult.require_targets` (the CLI calls it after writing the artifact and report): exit code 3."""
 
     exit_code = 3
 

@@ -18,6 +18,7 @@ from slimkit.errors import SlimkitError
 from slimkit.formats import all_formats, format_named, output_formats
 from slimkit.models.base import ModelKind, WorkingModel
 from slimkit.passes.base import Context, Pass, get_pass
+from slimkit.passes.outcome import Outcome, targets_missed
 
 _RECIPE_KEYS = {"name", "description", "passes"}
 
@@ -133,10 +134,15 @@ class PlannedStep:
 
 
 def plan(recipe: Recipe, input_kind: ModelKind, overrides: dict[str, dict] | None = None) -> list[PlannedStep]:
-    """Instantiate and validate every pass and check the chain of kinds, before anything runs."""
+    """Instantiate every pass (which validates its config), check the chain of kinds and what each configured
+    pass can do on the kind it will get, before anything runs: a bad recipe costs no work.
+
+    Any problem is one SlimkitError naming the recipe's pass (and the key, for a config value).
+    """
     steps: list[PlannedStep] = []
     kind = input_kind
     previous = "the input model"
+    quantized_by: str | None = None  # the pass that made the model quantized, if one did
     for name, cfg in recipe.steps:
         cls = get_pass(name)
         merged = {**cfg, **(overrides or {}).get(name, {})}
@@ -152,6 +158,13 @@ def plan(recipe: Recipe, input_kind: ModelKind, overrides: dict[str, dict] | Non
                     f"recipe {recipe.name}: pass '{name}' needs a {wants} model but {previous} is {kind}",
                     "reorder the passes or start from a model of the right kind",
                 )
+        instance.check_input(kind)
+        if cls.needs_float and quantized_by is not None:
+            raise SlimkitError(f"recipe {recipe.name}: pass '{name}' needs a float model but "
+                               f"'{quantized_by}' quantizes it first",
+                               "quantize once: keep one of the two passes")
+        if cls.quantizes:
+            quantized_by = name
         out = instance.output_kind(kind)
         steps.append(PlannedStep(instance, kind, out))
         kind = out
@@ -166,6 +179,13 @@ class PipelineResult:
     # The model after each step, in order (the last is `model`): a caller can reuse an intermediate, e.g.
     # the plain export a recipe makes on its way (see slimkit.baseline).
     models: list[WorkingModel] = field(default_factory=list, repr=False)
+    # What became of each step, in order (also in each step's record as "outcome").
+    outcomes: list[Outcome] = field(default_factory=list)
+
+    def targets_missed(self) -> list[str]:
+        """'pass: how far off' for each step that missed its target (its best effort was kept)."""
+        return targets_missed((step["pass"], outcome) for step, outcome in zip(self.steps, self.outcomes,
+                                                                                  strict=True))
 
 
 @dataclass(frozen=True)
@@ -215,25 +235,27 @@ class _Judge:
 
 
 def run_pipeline(model: WorkingModel, recipe: Recipe, ctx: Context,
-                 overrides: dict[str, dict] | None = None, target: Target | None = None) -> PipelineResult:
-    """Run the planned passes in order. With a `target`, each pass that can be made gentler (`Pass.relaxed`)
-    is checked on the validation data right after it runs and re-run one step gentler until the target holds
-    (or its ladder ends: the last try is kept, and the stats say the target was not met)."""
-    steps = plan(recipe, model.kind, overrides)
+                 overrides: dict[str, dict] | None = None, target: Target | None = None, *,
+                 planned: list[PlannedStep] | None = None) -> PipelineResult:
+    """Run the planned passes in order (`planned`: the steps `plan` already made for this recipe, model kind
+    and overrides; planned here when left out). With a `target`, each pass that can be made gentler
+    (`Pass.relaxed`) is checked on the validation data right after it runs and re-run one step gentler until
+    the target holds (or its ladder ends: the last try is kept, its outcome `missed`)."""
+    steps = planned if planned is not None else plan(recipe, model.kind, overrides)
     judge = None
     if target is not None and any(step.pass_.relaxed() is not None for step in steps):
         judge = _Judge(model, ctx, target)
-    records = []
-    models = []
+    records, models, outcomes = [], [], []
     current = model
     for step in steps:
         result, record = _run_step(step, step.pass_, current, ctx)
         if judge is not None and step.pass_.relaxed() is not None:
             result, record = _back_off(step, current, ctx, judge, result, record)
         records.append(record)
+        outcomes.append(result.outcome)
         current = result.model
         models.append(current)
-    return PipelineResult(current, records, models)
+    return PipelineResult(current, records, models, outcomes)
 
 
 def _run_step(step: PlannedStep, pass_: Pass, model: WorkingModel, ctx: Context):
@@ -249,6 +271,7 @@ def _run_step(step: PlannedStep, pass_: Pass, model: WorkingModel, ctx: Context)
         "kind_out": str(result.model.kind),
         "seconds": round(seconds, 3),
         "stats": result.stats,
+        "outcome": result.outcome.as_dict(),
     }
 
 
@@ -273,13 +296,18 @@ def _back_off(step: PlannedStep, model: WorkingModel, ctx: Context, judge: _Judg
     stats = dict(record["stats"]) if isinstance(record["stats"], dict) else {"result": record["stats"]}
     stats["backoff"] = {"target": {"max_drop": judge.target.max_drop, "min_cosine": judge.target.min_cosine},
                         "attempts": attempts, "chosen": attempts[-1]["config"], "on": "validation data"}
-    stats["target_met"] = bool(score["meets"])
-    if not score["meets"]:
-        stats["shortfall"] = (f"even at {attempts[-1]['config']} the validation "
-                              + (f"accuracy drop is {score['drop']:.4f}" if "drop" in score
-                                 else f"mean cosine is {score.get('cosine_mean', 0):.4f}"))
-    record["stats"] = stats
-    result.stats = stats
+    if "drop" in score:
+        metric, measured, bound = "accuracy_drop", score["drop"], judge.target.max_drop
+        shortfall = f"accuracy drop is {score['drop']:.4f}"
+    else:
+        metric, measured, bound = "cosine_mean", score.get("cosine_mean", 0.0), judge.target.min_cosine
+        shortfall = f"mean cosine is {score.get('cosine_mean', 0):.4f}"
+    outcome = Outcome.judged(bool(score["meets"]), metric=metric, measured=measured, target=bound,
+                             reason=f"even at {attempts[-1]['config']} the validation {shortfall}")
+    if result.outcome.is_skipped and not outcome.missed:  # left the model as it was, which met the target
+        outcome = result.outcome
+    result.stats, result.outcome = stats, outcome
+    record["stats"], record["outcome"] = stats, outcome.as_dict()
     return result, record
 
 

@@ -16,7 +16,7 @@ import numpy as np
 from slimkit.errors import SlimkitError, first_line, require
 from slimkit.formats.registry import Format, LoadOptions, Retarget, Runner
 from slimkit.models.base import InputSpec, TorchModel, WorkingModel
-from slimkit.models.sidecar import apply_sidecar
+from slimkit.models.sidecar import apply_sidecar, sidecar_for
 from slimkit.quiet import quiet_native
 
 KIND = "tflite"
@@ -80,7 +80,8 @@ class TfliteRunner(Runner):
 
 def _load(path: Path, options: LoadOptions) -> WorkingModel:
     model = apply_sidecar(TfliteModel(path=path, source=str(path), task=options.task), path)
-    model.input_names = model.metadata.pop("input_names", None)
+    names = (sidecar_for(path) or {}).get("input_names")
+    model.input_names = list(names) if names else None
     return model
 
 

@@ -50,8 +50,8 @@ def write_torch(model: WorkingModel, target: Path) -> None:
     assert isinstance(model, TorchModel)
     state = {k: v.detach().contiguous() for k, v in model.module.state_dict().items()}
     save_file(state, str(target))
-    if model.metadata.get("keras_file"):  # written back by the to-keras pass: ship it as model.keras too
-        shutil.copyfile(model.metadata["keras_file"], target.parent / "model.keras")
+    if model.keras_file is not None:  # written back by the to-keras pass: ship it as model.keras too
+        shutil.copyfile(model.keras_file, target.parent / "model.keras")
 
 
 def _load_exported_program(path: Path, *, task) -> TorchModel:

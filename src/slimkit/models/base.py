@@ -51,7 +51,6 @@ class WorkingModel:
     source: str = ""
     task: str | None = None
     tokenizer_dir: Path | None = None
-    metadata: dict[str, Any] = field(default_factory=dict)
     # Tokens a text model takes at most (learned position embeddings); None when unknown or unlimited.
     max_positions: int | None = None
 
@@ -96,6 +95,11 @@ class TorchModel(WorkingModel):
     example_inputs: dict[str, Any] = field(default_factory=dict)
     output_names: list[str] = field(default_factory=lambda: ["output"])
     source_files: list[Path] = field(default_factory=list)
+    # Set by the Keras loader: the module wraps a Keras model (torch backend), whose layers are not torch
+    # Conv/Linear modules. The version of Keras that loaded it.
+    keras_version: str | None = None
+    # Set by to-keras: the .keras file holding exactly this module's weights, shipped beside the artifact.
+    keras_file: Path | None = None
     kind: ModelKind = ModelKind.TORCH
 
     def files(self) -> list[Path]:
@@ -112,10 +116,11 @@ class TorchModel(WorkingModel):
         return sum(p.numel() for p in self.module.parameters())
 
     def with_module(self, module: Any) -> TorchModel:
-        """This model's signature (inputs, examples, outputs, task, tokenizer, source) around another module:
-        what a pass that edits a copy of the module returns. Metadata and source files start empty."""
+        """This model's signature (inputs, examples, outputs, task, tokenizer, source, Keras origin) around
+        another module: what a pass that edits a copy of the module returns. Source files and the
+        written .keras file start empty: they described the old weights."""
         result = TorchModel(module=module, input_specs=self.input_specs, example_inputs=self.example_inputs,
-                            output_names=self.output_names)
+                            output_names=self.output_names, keras_version=self.keras_version)
         result.carry_over(self)
         return result
 

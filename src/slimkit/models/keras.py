@@ -102,7 +102,7 @@ def load_keras(path: str | Path, *, task: str | None = None,
     if not hasattr(model, "inputs") or not hasattr(model, "layers"):
         raise SlimkitError(f"{path} did not load as a Keras model ({type(model).__name__})",
                            "save a keras.Model with model.save('m.keras')")
-    names, keras_names, structure, example, dims = _inputs(model, path, shapes)
+    names, _keras_names, structure, example, dims = _inputs(model, path, shapes)
     module = KerasModule(model, names, structure)
     model_task = task or _guess_task(model, path)
     try:
@@ -115,8 +115,7 @@ def load_keras(path: str | Path, *, task: str | None = None,
                            "check the input shapes (--shape NAME=1x...) and that every layer supports "
                            "Keras's torch backend") from exc
     wrapped.source_files = [path]
-    wrapped.metadata["keras_input_names"] = keras_names
-    wrapped.metadata["framework"] = f"keras {keras.__version__} (torch backend)"
+    wrapped.keras_version = keras.__version__
     return wrapped
 
 

@@ -25,7 +25,8 @@ def sidecar_for(path: Path) -> dict | None:
 
 
 def apply_sidecar(model: WorkingModel, path: Path) -> WorkingModel:
-    """Task, tokenizer and input names from the `slimkit.json` slimkit writes beside its artifacts."""
+    """Task, tokenizer and position limit from the `slimkit.json` slimkit writes beside its artifacts (the input
+    names it records are read by the formats that need them: TFLite)."""
     sidecar = sidecar_for(path)
     if not sidecar:
         return model
@@ -34,8 +35,6 @@ def apply_sidecar(model: WorkingModel, path: Path) -> WorkingModel:
     tokenizer = sidecar.get("tokenizer")
     if tokenizer and (path.parent / tokenizer).is_dir():
         model.tokenizer_dir = (path.parent / tokenizer).resolve()
-    if sidecar.get("input_names"):
-        model.metadata["input_names"] = list(sidecar["input_names"])
     if model.max_positions is None and isinstance(sidecar.get("max_positions"), int):
         model.max_positions = sidecar["max_positions"]
     return model

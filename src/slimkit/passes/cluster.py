@@ -15,8 +15,10 @@ from typing import Any, Literal
 import numpy as np
 import onnx
 from onnx import numpy_helper
+from pydantic import field_validator
 
 from slimkit.algorithms.kmeans1d import kmeans1d, kmeans1d_per_channel
+from slimkit.config import Alpha, ConfigError, NonNegative, Temperature
 from slimkit.errors import SlimkitError
 from slimkit.models.base import ModelKind, OnnxModel, TorchModel, WorkingModel
 from slimkit.models.onnx_graph import copy_model, weight_layers
@@ -26,11 +28,13 @@ from slimkit.passes.recovery import refuse_onnx_training
 from slimkit.passes.select import select_names
 from slimkit.train import TrainConfig
 
+MAX_K = 256  # indices are stored in 8 bits (4 bits when k <= 16)
+
 
 class ClusterConfig(PassConfig):
     k: int = 256
     init: Literal["optimal", "linear", "density", "kmeans++"] = "optimal"
-    min_params: int = 4096
+    min_params: NonNegative = 4096
     # One codebook per output channel (K floats each): finer sharing, worth it for small K.
     per_channel: bool = False
     include: list[str] = []
@@ -41,8 +45,18 @@ class ClusterConfig(PassConfig):
     biases: bool = False
     # PyTorch: fine-tune the centroids with assignments fixed (Deep Compression's shared-gradient update).
     train: TrainConfig | None = None
-    alpha: float | None = None
-    temperature: float = 4.0
+    alpha: Alpha = None
+    temperature: Temperature = 4.0
+
+    @field_validator("k")
+    @classmethod
+    def _k_fits_the_indices(cls, k: int) -> int:
+        if k > MAX_K:
+            raise ConfigError("k", f"k={k} needs more than the 8-bit indices allow ({MAX_K})",
+                              f"choose k between 2 and {MAX_K}")
+        if k < 2:
+            raise ConfigError("k", f"k={k} leaves nothing to share", f"choose k between 2 and {MAX_K}")
+        return k
 
 
 def cluster_tensor(name: str, values: np.ndarray, k: int, init: str, per_channel: bool, keep_zeros: bool):
@@ -70,11 +84,6 @@ def cluster_values(name: str, values: np.ndarray, k: int, init: str, per_channel
         raise SlimkitError(f"cluster: weight '{name}': {exc}", "exclude it with exclude: [...] or lower k") from exc
 
 
-def _check_k(k: int) -> None:
-    if not 2 <= k <= 256:
-        raise SlimkitError(f"cluster: k={k} is out of range", "choose k between 2 and 256 (8-bit indices)")
-
-
 @register
 class Cluster(Pass):
     name = "cluster"
@@ -88,14 +97,17 @@ class Cluster(Pass):
 
     def relaxed(self) -> dict[str, Any] | None:
         """Twice the shared values (16 -> 32 -> ... -> 256)."""
-        return {"k": self.config.k * 2} if self.config.k * 2 <= 256 else None
+        return {"k": self.config.k * 2} if self.config.k * 2 <= MAX_K else None
+
+    def check_input(self, kind: ModelKind) -> None:
+        if kind == ModelKind.ONNX:
+            refuse_onnx_training(self.name, self.config.train, "the centroids")
 
     def run(self, model: WorkingModel, ctx: Context) -> PassResult:
-        _check_k(self.config.k)
+        self.check_input(model.kind)
         if isinstance(model, TorchModel):
             return self._run_torch(model, ctx)
         assert isinstance(model, OnnxModel)
-        refuse_onnx_training(self.name, self.config.train, "the centroids")
         return self._run_onnx(model, ctx)
 
     def _run_onnx(self, model: OnnxModel, ctx: Context) -> PassResult:
@@ -171,7 +183,6 @@ class Cluster(Pass):
         if cfg.train is not None:
             stats["training"] = self._finetune(model, module, {n: params[n] for n in names}, assignments, ctx)
         result = model.with_module(module)
-        result.metadata["clustered"] = {"k": self.config.k, "weights": names}
         distinct = max((len(torch.unique(params[n])) for n in names), default=0)
         return PassResult(result, {"k": self.config.k, "layers": len(layers), "max_distinct_values": distinct,
                                    "params_clustered": sum(x["params"] for x in layers), "per_layer": layers,

@@ -11,6 +11,7 @@ import warnings
 from typing import Literal
 
 import numpy as np
+from pydantic import Field
 
 from slimkit.errors import SlimkitError, first_line
 from slimkit.formats.tflite import KIND as TFLITE_KIND
@@ -27,6 +28,7 @@ from slimkit.models.limits import record_in_onnx
 from slimkit.models.onnx_graph import copy_model
 from slimkit.models.wrappers import NamedInputs
 from slimkit.passes.base import Context, Pass, PassConfig, PassResult, register
+from slimkit.passes.outcome import Outcome
 from slimkit.quiet import loggers_at
 
 # The exporters' own loggers, raised to ERROR while exporting and restored after (they are process-wide).
@@ -35,10 +37,10 @@ EXPORT_LOGGERS = ("torch.onnx", "torch.export", "torch._dynamo", "onnxscript", "
 
 class ToOnnxConfig(PassConfig):
     exporter: Literal["auto", "dynamo", "legacy"] = "auto"
-    opset: int | None = None
+    opset: int | None = Field(None, ge=7)  # None: the exporter's default
     dynamic: bool = True
     # Export is checked against PyTorch on sample inputs; larger differences reject the exporter.
-    tolerance: float = 1e-3
+    tolerance: float = Field(1e-3, gt=0)
 
 
 @register
@@ -53,7 +55,7 @@ class ToOnnx(Pass):
 
     def run(self, model: WorkingModel, ctx: Context) -> PassResult:
         if isinstance(model, OnnxModel):
-            return PassResult(model, {"skipped": "already ONNX"})
+            return PassResult(model, {}, Outcome.skipped("already ONNX"))
         assert isinstance(model, TorchModel)
         exporters = ["dynamo", "legacy"] if self.config.exporter == "auto" else [self.config.exporter]
         failures = []
@@ -209,13 +211,13 @@ class OnnxCleanup(Pass):
                 warnings.simplefilter("ignore")
                 slim = onnxslim.slim(copy_model(model.proto))
         except Exception as exc:
-            return PassResult(model, {"skipped": f"onnxslim failed: {first_line(exc, 200)}"})
+            return PassResult(model, {}, Outcome.skipped(f"onnxslim failed: {first_line(exc, 200)}"))
         cleaned = OnnxModel.from_proto(slim, like=model)
         cleaned.ensure_file(ctx.scratch("onnx-cleanup"))
         try:
             ort_session(cleaned, threads=1)
         except SlimkitError as exc:
-            return PassResult(model, {"skipped": f"cleaned graph does not load: {exc.problem[:200]}"})
+            return PassResult(model, {}, Outcome.skipped(f"cleaned graph does not load: {exc.problem[:200]}"))
         return PassResult(cleaned, {"nodes_before": before, "nodes_after": len(slim.graph.node)})
 
 

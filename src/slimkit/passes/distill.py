@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 from typing import Literal
 
+from slimkit.config import Alpha, Temperature
 from slimkit.errors import SlimkitError
 from slimkit.models.base import ModelKind, TorchModel, WorkingModel
 from slimkit.passes.base import Context, Pass, PassConfig, PassResult, register
@@ -19,8 +20,8 @@ from slimkit.train import TrainConfig
 class DistillConfig(PassConfig):
     student: str | None = None
     teacher: Literal["original", "input"] = "original"
-    alpha: float | None = None  # None: 0.5 with labels on a classifier, else 0 (teacher only)
-    temperature: float = 4.0
+    alpha: Alpha = None  # None: 0.5 with labels on a classifier, else 0 (teacher only)
+    temperature: Temperature = 4.0
     train: TrainConfig = TrainConfig(epochs=10, lr=1e-3)
 
 
@@ -35,16 +36,20 @@ class Distill(Pass):
     def data_use(self) -> frozenset[str]:
         return frozenset({"train"})
 
+    def check_input(self, kind: ModelKind) -> None:
+        if kind != ModelKind.TORCH and not self.config.student:
+            raise SlimkitError(f"distill: the model is {kind}, and only a PyTorch model can be trained as "
+                               "the student", "give a PyTorch student with student: package.module:factory")
+
     def run(self, model: WorkingModel, ctx: Context) -> PassResult:
         cfg = self.config
+        self.check_input(model.kind)
         teacher = teacher_for(model, ctx, cfg.teacher)
         if cfg.student:
             student = _load_student(cfg.student, model)
-        elif isinstance(model, TorchModel):
-            student = model.with_module(copy.deepcopy(model.module))
         else:
-            raise SlimkitError("distill: an ONNX model cannot be trained as the student",
-                               "give a PyTorch student with student: package.module:factory")
+            assert isinstance(model, TorchModel)
+            student = model.with_module(copy.deepcopy(model.module))
         student.task = student.task or model.task
         params_student = sum(p.numel() for p in student.module.parameters())
         stats = train_student(student.module, like=student, teacher=teacher, ctx=ctx, train_config=cfg.train,

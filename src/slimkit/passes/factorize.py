@@ -13,6 +13,7 @@ from typing import Any, Literal
 import numpy as np
 import onnx
 from onnx import helper, numpy_helper
+from pydantic import model_validator
 
 from slimkit.algorithms.lowrank import (
     max_useful_rank,
@@ -23,11 +24,13 @@ from slimkit.algorithms.lowrank import (
     singular_values,
 )
 from slimkit.algorithms.lowrank import truncated_svd as svd_factors
+from slimkit.config import Alpha, AtLeastOne, ConfigError, Cosine, NonNegative, Temperature
 from slimkit.errors import SlimkitError
 from slimkit.models.base import ModelKind, OnnxModel, TorchModel, WorkingModel
 from slimkit.models.onnx_graph import attribute, copy_model, gemm_to_matmul, weight_layers
 from slimkit.models.onnx_surgery import split_layers
 from slimkit.passes.base import Context, Pass, PassConfig, PassResult, register
+from slimkit.passes.outcome import Outcome
 from slimkit.passes.recovery import refuse_onnx_training
 from slimkit.passes.select import select_names
 from slimkit.train import TrainConfig
@@ -37,18 +40,30 @@ class FactorizeConfig(PassConfig):
     method: Literal["svd", "nmf"] = "svd"
     energy: float | None = None  # keep this fraction of Σs² per layer
     ratio: float | None = None  # parameters of the factorized layer relative to the original
-    rank: int | None = None  # a fixed rank for every layer
+    rank: AtLeastOne | None = None  # a fixed rank for every layer
     # Data-aware sensitivity search: per layer, the smallest rank keeping the layer's output cosine on
     # the pass's data (--data) at this value; layers that cannot meet it stay dense.
-    min_cosine: float | None = None
-    samples: int = 64
-    min_params: int = 4096
+    min_cosine: Cosine | None = None
+    samples: AtLeastOne = 64
+    min_params: NonNegative = 4096
     include: list[str] = []
     exclude: list[str] = []
     # PyTorch: fine-tune the factors against the original model (recovery distillation).
     train: TrainConfig | None = None
-    alpha: float | None = None
-    temperature: float = 4.0
+    alpha: Alpha = None
+    temperature: Temperature = 4.0
+
+    @model_validator(mode="after")
+    def _one_way_to_choose_ranks(self) -> FactorizeConfig:
+        given = [k for k in ("energy", "ratio", "rank", "min_cosine") if getattr(self, k) is not None]
+        if len(given) > 1:
+            raise ConfigError(given[1], f"{', '.join(given)} are given: they are alternatives",
+                              "give only one of energy, ratio, rank, min_cosine, e.g. ratio: 0.5")
+        if self.energy is not None and not 0 < self.energy <= 1:
+            raise ConfigError("energy", f"energy={self.energy} is not in (0, 1]", "e.g. energy: 0.95")
+        if self.ratio is not None and not 0 < self.ratio < 1:
+            raise ConfigError("ratio", f"ratio={self.ratio} is not in (0, 1)", "e.g. ratio: 0.5")
+        return self
 
 
 def choose_rank(w2d: np.ndarray, cfg: FactorizeConfig, inputs: np.ndarray | None = None) -> int:
@@ -77,16 +92,6 @@ def factor(w2d: np.ndarray, rank: int, method: str, name: str = "") -> tuple[np.
                            "use method: svd, or exclude the layer with exclude: [...]") from exc
 
 
-def _validate(cfg: FactorizeConfig) -> None:
-    given = [x for x in (cfg.energy, cfg.ratio, cfg.rank, cfg.min_cosine) if x is not None]
-    if len(given) > 1:
-        raise SlimkitError("factorize: give only one of energy, ratio, rank, min_cosine", "e.g. ratio: 0.5")
-    if cfg.energy is not None and not 0 < cfg.energy <= 1:
-        raise SlimkitError(f"factorize: energy {cfg.energy} is not in (0, 1]", "e.g. energy: 0.95")
-    if cfg.ratio is not None and not 0 < cfg.ratio < 1:
-        raise SlimkitError(f"factorize: ratio {cfg.ratio} is not in (0, 1)", "e.g. ratio: 0.5")
-
-
 @register
 class Factorize(Pass):
     name = "factorize"
@@ -112,12 +117,15 @@ class Factorize(Pass):
             return {"rank": cfg.rank * 2}
         return None
 
+    def check_input(self, kind: ModelKind) -> None:
+        if kind == ModelKind.ONNX:
+            refuse_onnx_training(self.name, self.config.train, "the factors")
+
     def run(self, model: WorkingModel, ctx: Context) -> PassResult:
-        _validate(self.config)
+        self.check_input(model.kind)
         if isinstance(model, TorchModel):
             return self._run_torch(model, ctx)
         assert isinstance(model, OnnxModel)
-        refuse_onnx_training(self.name, self.config.train, "the factors")
         return self._run_onnx(model, ctx)
 
     # ---- ONNX ----
@@ -166,7 +174,7 @@ class Factorize(Pass):
         if not layers:
             why = ("no weight matrix is non-negative, which NMF needs (use method: svd)" if skipped
                    else "no layer gets cheaper at the requested rank")
-            return PassResult(model, {"layers": 0, "skipped": why, "skipped_negative": skipped})
+            return PassResult(model, {"layers": 0, "skipped_negative": skipped}, Outcome.skipped(why))
         split_layers(proto, factors)
         result = OnnxModel.from_proto(proto, like=model)
         result.ensure_file(ctx.scratch(self.name))

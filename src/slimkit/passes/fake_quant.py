@@ -159,7 +159,7 @@ def fake_quantize_module(
         raise SlimkitError("fake-quant with activations: true needs calibration data",
                            "pass data (e.g. --data sklearn:digits or an .npz file), or set activations: false")
     new = copy.deepcopy(module)
-    chosen, skipped = select_layers(new, cfg)
+    chosen, not_quantized = select_layers(new, cfg)
     ranges, samples = _calibrate(new, chosen, cfg, calibration_batches) if cfg.activations else ({}, 0)
     sqnr: dict[str, float] = {}
     for name, layer in chosen.items():
@@ -168,7 +168,7 @@ def fake_quantize_module(
         new = _replace(new, name, FakeQuantLayer(layer, weight_quant, input_quant))
     finite = [v for v in sqnr.values() if np.isfinite(v)]
     stats: dict[str, Any] = {
-        "quantized": list(chosen), "skipped": skipped,
+        "quantized": list(chosen), "not_quantized": not_quantized,
         "params_quantized": int(sum(layer.weight.numel() for layer in chosen.values())),
         "bits": cfg.bits, "symmetric": cfg.symmetric, "granularity": cfg.granularity,
         "weight_sqnr_db": {k: _finite(v) for k, v in sqnr.items()},
@@ -190,7 +190,7 @@ def _finite(value: float) -> float | None:
 
 
 def select_layers(module: nn.Module, cfg: FakeQuantConfig) -> tuple[dict[str, nn.Module], dict[str, str]]:
-    """Layers to wrap by name, and the skipped ones with the reason."""
+    """Layers to wrap by name, and the ones left float with the reason."""
     chosen: dict[str, nn.Module] = {}
     skipped: dict[str, str] = {}
     wrapped = {f"{n}.layer" for n, m in module.named_modules() if isinstance(m, FakeQuantLayer)}
@@ -325,6 +325,7 @@ class FakeQuant(Pass):
     returns = ModelKind.TORCH
     Config = FakeQuantConfig
     description = "PyTorch fake quantization of Linear/Conv2d weights (and inputs); exports as ONNX QDQ"
+    quantizes = True  # exported as QDQ
 
     def data_use(self) -> frozenset[str]:
         return frozenset({"calibrate"}) if self.config.activations else frozenset()
@@ -333,7 +334,7 @@ class FakeQuant(Pass):
         assert isinstance(model, TorchModel)
         batches = _calibration_batches(model, ctx, self.config) if self.config.activations else None
         module, stats = fake_quantize_module(model.module, self.config, batches)
-        result = dataclasses.replace(model, module=module, source_files=[], metadata=dict(model.metadata))
+        result = dataclasses.replace(model, module=module, source_files=[], keras_file=None)
         return PassResult(result, stats)
 
 

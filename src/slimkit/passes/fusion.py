@@ -18,7 +18,9 @@ import warnings
 import numpy as np
 import onnx
 from onnx import helper
+from pydantic import Field
 
+from slimkit.config import Cosine
 from slimkit.data import generate_data
 from slimkit.errors import SlimkitError, describe, raised_by_library
 from slimkit.evaluate.fidelity import rowwise_cosine
@@ -39,8 +41,8 @@ class FusedGraphRejected(Exception):
 
 class FusionConfig(PassConfig):
     # Keep the fused graph only when it is at least this fast relative to the original (p50 ratio).
-    max_latency_ratio: float = 1.02
-    min_cosine: float = 0.9999
+    max_latency_ratio: float = Field(1.02, gt=0)
+    min_cosine: Cosine = 0.9999
 
 
 @register

@@ -5,14 +5,16 @@
 2. Otherwise, sensitivity analysis: quantize one weight layer at a time and measure the loss.
 3. Keep the most sensitive layers in float: bisection over how many, each candidate measured on
    the data, and the fastest configuration meeting the target wins.
-If nothing meets the target, the best configuration found is still returned, with the shortfall
-in the stats (`target_met: false`); the CLI then exits with code 3 after saving it.
+If nothing meets the target, the best configuration found is still returned, its outcome `missed` with
+the shortfall; the CLI then exits with code 3 after saving it.
 """
 
 from __future__ import annotations
 
 import numpy as np
+from pydantic import Field, model_validator
 
+from slimkit.config import AtLeastOne, ConfigError, Cosine
 from slimkit.data import Dataset, generate_data, load_data
 from slimkit.errors import SlimkitError
 from slimkit.evaluate.fidelity import accuracy, compare_outputs
@@ -21,6 +23,7 @@ from slimkit.formats.onnx import OrtRunner
 from slimkit.models.base import ModelKind, OnnxModel, WorkingModel
 from slimkit.models.onnx_graph import gemm_to_matmul, weight_layers
 from slimkit.passes.base import Context, Pass, PassConfig, PassResult, register
+from slimkit.passes.outcome import Outcome
 from slimkit.passes.quantize import (
     DynamicConfig,
     prepared_copy,
@@ -31,12 +34,19 @@ from slimkit.passes.quantize import (
 
 
 class AutoConfig(PassConfig):
-    min_cosine: float | None = 0.99
-    max_drop: float | None = None  # accuracy drop allowed (0.01 = one point), needs labels
+    min_cosine: Cosine | None = 0.99
+    max_drop: float | None = Field(None, lt=1)  # accuracy drop allowed (0.01 = one point), needs labels
     per_channel: bool = True
     op_types: list[str] = ["MatMul", "Attention", "Gather"]
-    eval_samples: int = 64
-    sensitivity_samples: int = 32
+    eval_samples: AtLeastOne = 64
+    sensitivity_samples: AtLeastOne = 32
+
+    @model_validator(mode="after")
+    def _has_a_target(self) -> AutoConfig:
+        if self.min_cosine is None and self.max_drop is None:
+            raise ConfigError("min_cosine", "neither min_cosine nor max_drop is set, and int8-auto needs a "
+                              "target", "pass --min-cosine 0.99 or --max-drop 0.01")
+        return self
 
 
 class _Judge:
@@ -92,6 +102,8 @@ class Int8Auto(Pass):
     returns = ModelKind.ONNX
     Config = AutoConfig
     description = "int8 with the most sensitive layers kept in float until --min-cosine / --max-drop holds"
+    quantizes = True
+    needs_float = True
 
     def data_use(self) -> frozenset[str]:
         return frozenset({"select"})
@@ -100,8 +112,6 @@ class Int8Auto(Pass):
         assert isinstance(model, OnnxModel)
         refuse_quantized(model, self.name)
         cfg = self.config
-        if cfg.min_cosine is None and cfg.max_drop is None:
-            raise SlimkitError("int8-auto needs a target", "pass --min-cosine 0.99 or --max-drop 0.01")
         base = prepared_copy(model)
         gemm_to_matmul(base)
         float_model = OnnxModel.from_proto(base, like=model)
@@ -133,13 +143,11 @@ class Int8Auto(Pass):
         chosen_model.ensure_file(ctx.scratch(self.name))
         target = {"min_cosine": cfg.min_cosine, "max_drop": cfg.max_drop}
         stats = {
-            "target": target, "target_met": bool(chosen["meets"]), "chosen": chosen, "tried": tried,
+            "target": target, "chosen": chosen, "tried": tried,
             "sensitivity": sensitivity, "float_p50_ms": judge.float_p50, "reduce_range": reduce_range,
             "reduce_range_reason": why, "eval_samples": data.num_samples, "layers": len(layers),
         }
-        if not chosen["meets"]:
-            stats["shortfall"] = _shortfall(chosen, cfg)
-        return PassResult(chosen_model, stats)
+        return PassResult(chosen_model, stats, _outcome(chosen, cfg))
 
     def _data(self, model: OnnxModel, ctx: Context) -> Dataset:
         data = load_data(ctx.data, model, batch_size=8, seq_len=ctx.seq_len, shapes=ctx.shapes,
@@ -181,10 +189,16 @@ class Int8Auto(Pass):
         return (fallback_model or build([])), fallback
 
 
-def _shortfall(chosen: dict, cfg: AutoConfig) -> str:
+def _outcome(chosen: dict, cfg: AutoConfig) -> Outcome:
+    """Met or missed, judged on accuracy drop when that is the target, else on mean cosine."""
     parts = []
     if cfg.min_cosine is not None and chosen["cosine_mean"] < cfg.min_cosine:
         parts.append(f"mean cosine {chosen['cosine_mean']:.4f} < {cfg.min_cosine}")
     if cfg.max_drop is not None and (chosen.get("accuracy_drop") or 0) > cfg.max_drop:
         parts.append(f"accuracy drop {chosen['accuracy_drop']:.4f} > {cfg.max_drop}")
-    return "; ".join(parts) or "target not met"
+    if cfg.max_drop is not None:
+        metric, measured, target = "accuracy_drop", chosen.get("accuracy_drop"), cfg.max_drop
+    else:
+        metric, measured, target = "cosine_mean", chosen["cosine_mean"], cfg.min_cosine
+    return Outcome.judged(bool(chosen["meets"]), metric=metric, measured=measured, target=target,
+                          reason="; ".join(parts) or None)

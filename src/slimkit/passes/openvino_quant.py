@@ -14,9 +14,11 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import Field, model_validator
 
+from slimkit.config import ConfigError, is_power_of_two
 from slimkit.errors import SlimkitError, require
 from slimkit.models.base import ModelKind, OpenVinoModel, WorkingModel
 from slimkit.passes.base import Context, Pass, PassConfig, PassResult, register
+from slimkit.passes.outcome import Outcome
 from slimkit.passes.quantize import MIN_CALIBRATION_SAMPLES, calibration_data
 from slimkit.quiet import quiet_native
 
@@ -98,6 +100,8 @@ class OvInt8(Pass):
     returns = ModelKind.OPENVINO
     Config = OvInt8Config
     description = "OpenVINO int8 post-training quantization with NNCF, calibrated on --data"
+    quantizes = True
+    needs_float = True
 
     def data_use(self) -> frozenset[str]:
         return frozenset({"calibrate"})
@@ -128,9 +132,10 @@ class OvInt8AutoConfig(OvInt8Config):
     max_reverted: int | None = Field(None, ge=0)
 
     @model_validator(mode="after")
-    def _one_target(self):
+    def _one_target(self) -> OvInt8AutoConfig:
         if self.min_cosine is None and self.max_drop is None:
-            raise ValueError("give min_cosine or max_drop")
+            raise ConfigError("min_cosine", "neither min_cosine nor max_drop is set, and ov-int8-auto needs "
+                              "a target", "give min_cosine (e.g. 0.99) or max_drop (e.g. 0.01)")
         return self
 
 
@@ -143,6 +148,8 @@ class OvInt8Auto(Pass):
     returns = ModelKind.OPENVINO
     Config = OvInt8AutoConfig
     description = "OpenVINO int8 with NNCF's accuracy control: sensitive layers back to float until the target holds"
+    quantizes = True
+    needs_float = True
 
     def data_use(self) -> frozenset[str]:
         return frozenset({"calibrate", "select"})
@@ -193,12 +200,12 @@ class OvInt8Auto(Pass):
         stats = {
             "quantizer": f"nncf {nncf.__version__} quantize_with_accuracy_control", "metric": metric,
             "calibration_samples": len(feeds), "float_score": round(base, 6), "int8_score": round(final, 6),
-            "max_drop": round(max_drop, 6), "target_met": met,
-            "fake_quantize_nodes": _ops_count(quantized, {"FakeQuantize"}),
+            "max_drop": round(max_drop, 6), "fake_quantize_nodes": _ops_count(quantized, {"FakeQuantize"}),
         }
-        if not met:
-            stats["shortfall"] = f"{metric} fell {base - final:.4f}, more than the {max_drop:.4f} allowed"
-        return PassResult(result, stats)
+        fell = f"{metric} fell {base - final:.4f}, more than the {max_drop:.4f} allowed"
+        outcome = Outcome.judged(met, metric=f"{metric}_drop", measured=base - final, target=max_drop,
+                                 reason=fell)
+        return PassResult(result, stats, outcome)
 
 
 class OvWeightsConfig(PassConfig):
@@ -210,11 +217,13 @@ class OvWeightsConfig(PassConfig):
     ratio: float = Field(1.0, gt=0, le=1)
 
     @model_validator(mode="after")
-    def _group(self):
-        if self.group_size != -1 and (self.group_size < 16 or self.group_size & (self.group_size - 1)):
-            raise ValueError(f"group_size {self.group_size} must be -1 (per channel) or a power of two >= 16")
+    def _group(self) -> OvWeightsConfig:
+        if self.group_size != -1 and (self.group_size < 16 or not is_power_of_two(self.group_size)):
+            raise ConfigError("group_size", f"group_size={self.group_size} is neither -1 nor a power of two "
+                              ">= 16", "use -1 (per channel), 32, 64 or 128")
         if self.bits == 8 and self.ratio != 1.0:
-            raise ValueError("ratio applies to int4 only")
+            raise ConfigError("ratio", f"ratio={self.ratio} applies to int4 only, and bits=8",
+                              "drop ratio, or set bits: 4")
         return self
 
 
@@ -228,6 +237,8 @@ class OvWeights(Pass):
     returns = ModelKind.OPENVINO
     Config = OvWeightsConfig
     description = "OpenVINO int8 / int4 weight compression with NNCF (data-free)"
+    quantizes = True
+    needs_float = True
 
     def run(self, model: WorkingModel, ctx: Context) -> PassResult:
         assert isinstance(model, OpenVinoModel)

@@ -14,16 +14,16 @@ from typing import Any, Literal
 import numpy as np
 import onnx
 from onnx import numpy_helper
+from pydantic import field_validator, model_validator
 
 from slimkit.algorithms.sparsity import (
-    check_sparsity,
     cubic_sparsity,
     global_threshold,
     magnitude_mask,
     sparsity_of,
     threshold_mask,
 )
-from slimkit.errors import SlimkitError
+from slimkit.config import Alpha, AtLeastOne, ConfigError, NonNegative, Temperature
 from slimkit.models.base import ModelKind, OnnxModel, TorchModel, WorkingModel
 from slimkit.models.onnx_graph import copy_model, weight_layers
 from slimkit.models.onnx_surgery import set_initializer
@@ -43,15 +43,33 @@ class PruneConfig(PassConfig):
     schedule: Literal["one-shot", "gradual"] = "one-shot"
     include: list[str] = []
     exclude: list[str] = []
-    min_params: int = 1000
+    min_params: NonNegative = 1000
     # Fine-tuning with masks kept (needed by "gradual"); the teacher is the original model.
     train: TrainConfig | None = None
-    alpha: float | None = None
-    temperature: float = 4.0
+    alpha: Alpha = None
+    temperature: Temperature = 4.0
     begin: float = 0.0  # gradual: fraction of the training steps where pruning starts ...
     end: float = 0.7  # ... and where it reaches `sparsity`
-    frequency: int = 10  # gradual: steps between mask updates
+    frequency: AtLeastOne = 10  # gradual: steps between mask updates
     store_sparse: bool = True  # ONNX: bit mask + values in the file
+
+    @field_validator("sparsity")
+    @classmethod
+    def _sparsity_is_a_fraction(cls, sparsity: float) -> float:
+        if not 0.0 <= sparsity < 1.0:
+            raise ConfigError("sparsity", f"sparsity={sparsity} is outside [0, 1)",
+                              "give the fraction of weights to zero, e.g. sparsity: 0.5")
+        return sparsity
+
+    @model_validator(mode="after")
+    def _schedule(self) -> PruneConfig:
+        if not 0.0 <= self.begin < self.end <= 1.0:
+            raise ConfigError("begin", f"begin={self.begin}, end={self.end} are not 0 <= begin < end <= 1",
+                              "they are fractions of the training steps, e.g. begin: 0.0, end: 0.7")
+        if self.schedule == "gradual" and self.train is None:
+            raise ConfigError("schedule", "schedule=gradual prunes during fine-tuning and needs train: {...}",
+                              "add e.g. train: {epochs: 10} or use schedule: one-shot")
+        return self
 
 
 def masks_for(weights: dict[str, np.ndarray], sparsity: float, scope: str) -> dict[str, np.ndarray]:
@@ -78,19 +96,15 @@ class Prune(Pass):
         sparsity = round(1.0 - (1.0 - self.config.sparsity) * 1.5, 4)
         return {"sparsity": sparsity} if sparsity >= 0.5 else None
 
+    def check_input(self, kind: ModelKind) -> None:
+        if kind == ModelKind.ONNX:
+            refuse_onnx_training(self.name, self.config.train)
+
     def run(self, model: WorkingModel, ctx: Context) -> PassResult:
-        cfg = self.config
-        check_sparsity(cfg.sparsity)
-        if not 0.0 <= cfg.begin < cfg.end <= 1.0:
-            raise SlimkitError(f"prune: begin={cfg.begin}, end={cfg.end} are not 0 <= begin < end <= 1",
-                               "they are fractions of the training steps, e.g. begin: 0.0, end: 0.7")
-        if cfg.schedule == "gradual" and cfg.train is None:
-            raise SlimkitError("prune: the gradual schedule prunes during fine-tuning and needs train: {...}",
-                               "add e.g. train: {epochs: 10} or use schedule: one-shot")
+        self.check_input(model.kind)
         if isinstance(model, TorchModel):
             return self._run_torch(model, ctx)
         assert isinstance(model, OnnxModel)
-        refuse_onnx_training(self.name, cfg.train)
         return self._run_onnx(model, ctx)
 
     def _run_onnx(self, model: OnnxModel, ctx: Context) -> PassResult:
@@ -184,7 +198,6 @@ class Prune(Pass):
         module.eval()
         layers = [{"weight": n, "params": int(p.numel()), "sparsity": float((p == 0).float().mean())}
                   for n, p in chosen.items()]
-        result.metadata["pruned"] = {"sparsity": cfg.sparsity, "weights": names}
         stats = _summary(layers)
         if training is not None:
             stats["training"] = training

@@ -9,6 +9,9 @@ from __future__ import annotations
 import copy
 from typing import Any, Literal
 
+from pydantic import model_validator
+
+from slimkit.config import Alpha, AtLeastOne, ConfigError, Temperature
 from slimkit.errors import SlimkitError
 from slimkit.models.base import ModelKind, TorchModel, WorkingModel
 from slimkit.passes.base import Context, Pass, PassConfig, PassResult, register
@@ -21,13 +24,24 @@ class PruneStructuredConfig(PassConfig):
     importance: Literal["l2", "l1", "activation"] = "l2"
     ignore: list[str] = []  # module-name patterns (fnmatch) never pruned
     layers: list[str] = []  # module-name patterns to prune (default: all prunable layers)
-    round_to: int | None = None  # keep unit counts a multiple of this (GEMM-friendly shapes)
+    round_to: AtLeastOne | None = None  # keep unit counts a multiple of this (GEMM-friendly shapes)
     target_flop_reduction: float | None = None  # e.g. 0.5 = half the MACs; the ratio is searched
-    samples: int = 64  # calibration samples for importance: activation
+    samples: AtLeastOne = 64  # calibration samples for importance: activation
     # Recovery: fine-tune the pruned model against the original (distillation; labels too when alpha > 0).
     train: TrainConfig | None = None
-    alpha: float | None = None
-    temperature: float = 4.0
+    alpha: Alpha = None
+    temperature: Temperature = 4.0
+
+    @model_validator(mode="after")
+    def _amount(self) -> PruneStructuredConfig:
+        if self.target_flop_reduction is None and not 0.0 <= self.ratio < 1.0:
+            raise ConfigError("ratio", f"ratio={self.ratio} is outside [0, 1)",
+                              "e.g. ratio: 0.5 removes half the units of every pruned layer")
+        if self.target_flop_reduction is not None and not 0.0 < self.target_flop_reduction < 1.0:
+            raise ConfigError("target_flop_reduction",
+                              f"target_flop_reduction={self.target_flop_reduction} is outside (0, 1)",
+                              "e.g. target_flop_reduction: 0.5 removes half the multiply-accumulates")
+        return self
 
 
 @register
@@ -56,7 +70,7 @@ class PruneStructured(Pass):
         from slimkit.pruning.structured import prune_structured
 
         assert isinstance(model, TorchModel)
-        if type(model.module).__name__ == "KerasModule":
+        if model.keras_version is not None:
             raise SlimkitError("prune-structured: a Keras model's layers are not torch Conv/Linear modules, so "
                                "torch-pruning cannot remove their units",
                                "use prune-50 or deep-compression (both work on Keras models), or rebuild the "
@@ -72,7 +86,7 @@ class PruneStructured(Pass):
                                  data=data, ignore=cfg.ignore, layers=cfg.layers or None, round_to=cfg.round_to,
                                  target_flop_reduction=cfg.target_flop_reduction)
         result = model.with_module(module)
-        result.source_files, result.metadata = list(model.source_files), dict(model.metadata)
+        result.source_files = list(model.source_files)
         if cfg.train is not None:
             from slimkit.passes.recovery import teacher_for, train_student
 

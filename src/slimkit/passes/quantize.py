@@ -19,7 +19,9 @@ from pathlib import Path
 from typing import Literal
 
 import onnx
+from pydantic import Field, field_validator
 
+from slimkit.config import ConfigError, is_power_of_two
 from slimkit.errors import SlimkitError, describe, raised_by_library
 from slimkit.models.base import ModelKind, OnnxModel, WorkingModel, save_onnx
 from slimkit.models.onnx_checks import refuse_nonfinite_weights
@@ -133,6 +135,8 @@ class Int8Dynamic(Pass):
     returns = ModelKind.ONNX
     Config = DynamicConfig
     description = "int8 weights, activations quantized at run time (ONNX Runtime)"
+    quantizes = True
+    needs_float = True
 
     def run(self, model: WorkingModel, ctx: Context) -> PassResult:
         assert isinstance(model, OnnxModel)
@@ -170,12 +174,12 @@ def quantize_dynamic_proto(proto: onnx.ModelProto, config: DynamicConfig, reduce
 
 class StaticConfig(PassConfig):
     calibration: Literal["minmax", "percentile", "entropy"] = "minmax"
-    percentile: float = 99.999
+    percentile: float = Field(99.999, gt=50, le=100)  # of |activations|, for calibration: percentile
     # auto: per-channel for Conv weights, per-tensor for Gemm/MatMul (ONNX Runtime only fuses a QDQ Gemm
     # into QGemm with per-tensor weights; per-channel ones leave a float Gemm behind DequantizeLinear).
     per_channel: bool | Literal["auto"] = "auto"
     reduce_range: bool | Literal["auto"] = "auto"
-    samples: int = 256  # calibration samples used at most
+    samples: int = Field(256, ge=MIN_CALIBRATION_SAMPLES)  # calibration samples used at most
     op_types: list[str] | None = None  # None: every op ONNX Runtime can quantize in QDQ form
     exclude: list[str] = []
     preprocess: bool = True
@@ -188,6 +192,8 @@ class Int8Static(Pass):
     returns = ModelKind.ONNX
     Config = StaticConfig
     description = "int8 QDQ with activations calibrated on --data"
+    quantizes = True
+    needs_float = True
 
     def data_use(self) -> frozenset[str]:
         return frozenset({"calibrate"})
@@ -308,12 +314,20 @@ def calibration_reader(model: OnnxModel, ctx: Context, max_samples: int) -> _Rea
 
 class WeightOnlyConfig(PassConfig):
     bits: Literal[4, 8] = 4
-    block_size: int = 32
+    block_size: int = 32  # weights per scale: a power of two >= 16
     symmetric: bool = True
     # 4 = int8 compute for MatMulNBits (faster on CPU), 0 = unset (fp32 compute).
     accuracy_level: Literal[0, 1, 2, 3, 4] = 4
     embeddings: bool = True
     exclude: list[str] = []
+
+    @field_validator("block_size")
+    @classmethod
+    def _block_size(cls, block: int) -> int:
+        if block < 16 or not is_power_of_two(block):
+            raise ConfigError("block_size", f"block_size={block} is not a power of two >= 16",
+                              "use 16, 32, 64 or 128")
+        return block
 
 
 @register
@@ -323,6 +337,8 @@ class WeightOnly(Pass):
     returns = ModelKind.ONNX
     Config = WeightOnlyConfig
     description = "block-wise int4/int8 weights for MatMul (MatMulNBits) and embeddings"
+    quantizes = True
+    needs_float = True
 
     def run(self, model: WorkingModel, ctx: Context) -> PassResult:
         from onnxruntime.quantization import QuantFormat
@@ -334,8 +350,6 @@ class WeightOnly(Pass):
         assert isinstance(model, OnnxModel)
         refuse_quantized(model, self.name)
         block = self.config.block_size
-        if block < 16 or block & (block - 1):
-            raise SlimkitError(f"weight-only: block_size {block} is not a power of two >= 16", "use 16, 32, 64 or 128")
         proto = prepared_copy(model)
         gemm_to_matmul(proto)
         # ONNX Runtime's GatherBlockQuantized (quantized embeddings) exists for 4 bits only.

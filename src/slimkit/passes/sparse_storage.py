@@ -14,6 +14,7 @@ import onnx
 from onnx import numpy_helper
 
 from slimkit.algorithms.sparsity import pack_mask, sparsity_of
+from slimkit.config import Fraction, NonNegative
 from slimkit.models.base import ModelKind, OnnxModel, WorkingModel
 from slimkit.models.onnx_graph import copy_model
 from slimkit.models.onnx_surgery import SPARSE_OPSET, insert_rebuild_nodes, replace_by_sparse
@@ -23,8 +24,8 @@ from slimkit.passes.select import select_names
 
 class SparseStorageConfig(PassConfig):
     # A bit mask costs 1/32 of the dense tensor: below a few % zeros it does not pay.
-    min_sparsity: float = 0.1
-    min_params: int = 256
+    min_sparsity: Fraction = 0.1
+    min_params: NonNegative = 256
     include: list[str] = []
     exclude: list[str] = []
 

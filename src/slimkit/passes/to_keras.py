@@ -3,7 +3,7 @@
 After passes that change weights in place (`prune`, `cluster` on the PyTorch model, fine-tuning) a model
 loaded from `.keras` / `.h5` is still a Keras model: this pass writes it back with `model.save`, reloads
 the file with Keras and compares its outputs with the PyTorch module on the example inputs. The model it
-returns is the same module, with the written file as its source file (`metadata["keras_file"]`).
+returns is the same module, with the written file as its source file (and its `keras_file`).
 """
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ class ToKeras(Pass):
                                "a layer's state is not saved by Keras; keep the ONNX artifact instead")
         result = model.with_module(module)
         result.source_files = [path]
-        result.metadata = {**model.metadata, "keras_file": str(path)}
+        result.keras_file = path
         return PassResult(result, {"path": str(path), "file_bytes": path.stat().st_size,
                                    "keras_version": keras.__version__, "max_abs_diff_reloaded": diff,
                                    **keras_weight_stats(reloaded)})

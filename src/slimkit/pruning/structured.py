@@ -84,7 +84,7 @@ class ActivationImportance:
         return None
 
 
-def _is_importance(obj) -> None:
+def _register_importance(obj) -> None:
     try:  # register as a torch-pruning Importance when the base class is available
         _tp().importance.Importance.register(obj)
     except AttributeError:
@@ -146,7 +146,7 @@ def make_importance(name: str, stats: tuple[dict, dict] | None = None):
     raise SlimkitError(f"unknown pruning importance '{name}'", "use l2, l1 or activation")
 
 
-_is_importance(ActivationImportance)
+_register_importance(ActivationImportance)
 
 
 # ---------------------------------------------------------------- model structure

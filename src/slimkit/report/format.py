@@ -98,16 +98,39 @@ def _short(v: Any, key: str = "") -> str:
     return str(v)
 
 
-def summarize_stats(stats: Any, limit: int = 90) -> str:
-    """A pass's stats dict as one short 'key=value, ...' line; a skipped pass leads with why."""
-    if not stats:
-        return DASH
-    if not isinstance(stats, dict):
-        text = _short(stats)
-    elif "skipped" in stats:
-        text = f"skipped: {stats['skipped']}"
+def outcome_lead(outcome: Any) -> str | None:
+    """What a pass's recorded outcome (report.json's `outcome`) puts before its stats: why it was skipped,
+    how far off a missed target was, or that the target was met; None for a pass that just did its work."""
+    if not isinstance(outcome, dict):
+        return None
+    status, reason = outcome.get("status"), outcome.get("reason")
+    if status == "skipped":
+        return f"skipped: {reason}"
+    if status == "missed":
+        return f"target missed: {reason}"
+    if status == "met":
+        return "target met"
+    return None
+
+
+def is_skipped(outcome: Any) -> bool:
+    return isinstance(outcome, dict) and outcome.get("status") == "skipped"
+
+
+def summarize_stats(stats: Any, limit: int = 90, outcome: Any = None) -> str:
+    """A pass's stats dict as one short 'key=value, ...' line, led by its outcome (see `outcome_lead`); a
+    skipped pass shows only why."""
+    lead = outcome_lead(outcome)
+    if is_skipped(outcome):
+        text = str(lead)
+    elif not stats:
+        text = lead or DASH
     else:
-        text = ", ".join(f"{k}={_short(v, str(k))}" for k, v in stats.items())
+        if isinstance(stats, dict):
+            body = ", ".join(f"{k}={_short(v, str(k))}" for k, v in stats.items())
+        else:
+            body = _short(stats)
+        text = f"{lead}; {body}" if lead else body
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
@@ -203,7 +226,7 @@ def pass_rows(report: dict) -> list[dict[str, str]]:
         kinds = f"{p['kind_in']} → {p['kind_out']}" if p.get("kind_in") and p.get("kind_out") else DASH
         seconds = value(p, "seconds")
         rows.append({"pass": name, "kinds": kinds, "seconds": DASH if seconds is None else f"{seconds:.2f}",
-                     "stats": summarize_stats(p.get("stats"))})
+                     "stats": summarize_stats(p.get("stats"), outcome=p.get("outcome"))})
     return rows
 
 

@@ -21,6 +21,7 @@ from slimkit.report.format import (
     TRIED_COLUMNS,
     _short,
     fmt_ratio,
+    is_skipped,
     measurement_rows,
     model_name,
     pass_rows,
@@ -171,9 +172,9 @@ def _stats_table(stats: dict, depth: int = 0) -> str:
     return f'<table class="kv">{rows}</table>'
 
 
-def _stats_cell(short: str, stats: Any) -> str:
+def _stats_cell(short: str, stats: Any, outcome: Any = None) -> str:
     """The one-line summary; when it leaves something out, a <details> that opens on the full stats."""
-    cut = short.endswith("…") or (isinstance(stats, dict) and "skipped" in stats and len(stats) > 1)
+    cut = short.endswith("…") or (is_skipped(outcome) and bool(stats))
     if not cut:
         return f"<td class='mono'>{esc(short)}</td>"
     full = (_stats_table(stats) if isinstance(stats, dict)
@@ -185,7 +186,7 @@ def _passes(report: dict) -> str:
     steps = [p if isinstance(p, dict) else {} for p in report.get("passes") or []]
     rows = "".join(
         f"<tr><td>{esc(r['pass'])}</td><td>{esc(r['kinds'])}</td><td class='num'>{esc(r['seconds'])}</td>"
-        f"{_stats_cell(r['stats'], step.get('stats'))}</tr>"
+        f"{_stats_cell(r['stats'], step.get('stats'), step.get('outcome'))}</tr>"
         for r, step in zip(pass_rows(report), steps, strict=False)
     )
     head = "<tr><th>pass</th><th>kinds</th><th class='num'>seconds</th><th>stats</th></tr>"
