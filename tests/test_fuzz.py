@@ -149,7 +149,6 @@ def test_inspect_shows_nan_weights(tmp_path, capsys):
 def test_bench_and_optimize_flag_nan_outputs(tmp_path, capsys):
     from slimkit.api import bench, optimize
     from slimkit.report import build_report
-    from slimkit.settings import MeasureSettings
 
     path = make_recurrent_model(tmp_path / "nan.onnx", nan="b_out")
     results = bench([str(path)], settings=MeasureSettings(threads=1))
@@ -196,7 +195,6 @@ def test_nan_output_flag_is_raised_for_the_reference_too():
 
 def test_quantizing_a_nan_weight_is_refused_with_one_line(tmp_path):
     from slimkit.api import optimize
-    from slimkit.settings import MeasureSettings
 
     path = make_recurrent_model(tmp_path / "nan_matmul.onnx", nan="w_out")  # MatMul's weight: int8 quantizes it
     with pytest.raises(SlimkitError, match=r"cannot quantize \(int8-dynamic\): 1 weight tensor\(s\) hold NaN"):
