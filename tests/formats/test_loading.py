@@ -364,7 +364,7 @@ def test_exported_program_dynamic_batch(tmp_path):
     x = np.random.default_rng(2).standard_normal((7, 4)).astype(np.float32)
     np.testing.assert_allclose(make_runner(model, 1).run({"feats": x})[0], torch_out(module, torch.from_numpy(x)),
                                atol=1e-6)
-    m = fast_evaluator(None, like=model, batch_size=3).measure(model)
+    m = fast_evaluator(None, like=model, settings=MeasureSettings(batch_size=3)).measure(model)
     assert m.data["generated"] and m.batch_size == 3
     result = get_pass("to-onnx")().run(model, Context(workdir=tmp_path / "work"))
     assert result.stats["max_abs_diff_vs_torch"] < 1e-5
@@ -378,7 +378,7 @@ def test_exported_program_static_shape(tmp_path):
     torch.export.save(torch.export.export(module, (torch.randn(2, 4),)), str(tmp_path / "static.pt2"))
     model = load(tmp_path / "static.pt2")
     assert model.input_specs[0].shape == (2, 4)
-    m = fast_evaluator(None, like=model, batch_size=1).measure(model)  # generated data follows the fixed batch
+    m = fast_evaluator(None, like=model, settings=MeasureSettings(batch_size=1)).measure(model)  # generated data follows the fixed batch
     assert m.batch_size == 2
     result = get_pass("to-onnx")().run(model, Context(workdir=tmp_path / "work"))
     assert result.model.input_specs[0].shape == (2, 4) and result.stats["max_abs_diff_vs_torch"] < 1e-5
@@ -406,7 +406,7 @@ def test_onnx_with_external_data(tmp_path, mlp_onnx_bytes, digits_mlp):
     assert model.files() == [main, data]
     assert model.size_bytes() == main.stat().st_size + data.stat().st_size
     reference = load(digits_mlp)
-    m = fast_evaluator("sklearn:digits", reference=reference, like=model, batch_size=64).measure(model)
+    m = fast_evaluator("sklearn:digits", reference=reference, like=model, settings=MeasureSettings(batch_size=64)).measure(model)
     assert m.metrics["accuracy"] >= 0.95 and m.fidelity["max_abs_err"] < 1e-4
     assert m.size_bytes == model.size_bytes() and m.params == reference.param_count()
 
