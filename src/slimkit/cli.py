@@ -206,7 +206,7 @@ def _status(args):
 
 
 def _shapes(args):
-    from slimkit.data import parse_shapes
+    from slimkit.data_sources import parse_shapes
 
     return parse_shapes(getattr(args, "shape", None)) or None
 
