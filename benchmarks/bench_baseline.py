@@ -16,10 +16,10 @@ from pathlib import Path
 from machine import print_machine
 
 from slimkit import optimize
+from slimkit.demo_models import trained_digits_model
 from slimkit.formats import load
 from slimkit.report.flags import speed_verdict
 from slimkit.settings import MeasureSettings, TrainSettings
-from slimkit.zoo import trained_digits_model
 
 
 def main() -> None:

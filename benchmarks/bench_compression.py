@@ -27,7 +27,8 @@ import numpy as np  # noqa: E402
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
 from slimkit.algorithms.lowrank import rank_for_ratio, truncated_svd  # noqa: E402
-from slimkit.data import load_data, text_data  # noqa: E402
+from slimkit.data_sources import load_data, text_data  # noqa: E402
+from slimkit.demo_models import minilm_path, sentences, trained_digits_model  # noqa: E402
 from slimkit.evaluate.fidelity import accuracy, compare_outputs  # noqa: E402
 from slimkit.evaluate.measure import compare_latency  # noqa: E402
 from slimkit.formats import (
@@ -39,7 +40,6 @@ from slimkit.passes.base import Context  # noqa: E402
 from slimkit.pipeline import load_recipe, run_pipeline  # noqa: E402
 from slimkit.report.environment import environment  # noqa: E402
 from slimkit.settings import MeasureSettings  # noqa: E402
-from slimkit.zoo import minilm_path, sentences, trained_digits_model  # noqa: E402
 
 
 def interleaved(models: dict, feed: dict, rounds: int, seconds: float, threads: int) -> dict:

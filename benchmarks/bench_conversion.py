@@ -19,14 +19,14 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-from slimkit.data import text_data  # noqa: E402
+from slimkit.data_sources import text_data  # noqa: E402
+from slimkit.demo_models import minilm_path, sentences, trained_digits_model  # noqa: E402
 from slimkit.evaluate.measure import Evaluator, compare_latency  # noqa: E402
 from slimkit.formats import load  # noqa: E402
 from slimkit.passes.base import Context  # noqa: E402
 from slimkit.pipeline import load_recipe, run_pipeline  # noqa: E402
 from slimkit.report.environment import environment  # noqa: E402
 from slimkit.settings import MeasureSettings  # noqa: E402
-from slimkit.zoo import minilm_path, sentences, trained_digits_model  # noqa: E402
 
 
 def convert_all(torch_model, ctx, tflite: bool) -> tuple[dict, dict]:

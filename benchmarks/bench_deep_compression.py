@@ -36,13 +36,13 @@ sys.path.insert(0, str(Path(__file__).parent))
 from machine import print_machine  # noqa: E402
 
 import slimkit  # noqa: E402
-from slimkit.datasets import digits_arrays  # noqa: E402
+from slimkit.bundled_data import digits_arrays  # noqa: E402
+from slimkit.demo_models import trained_digits_model  # noqa: E402
 from slimkit.formats import (
     load,  # noqa: E402
     make_runner,  # noqa: E402
 )
 from slimkit.settings import TrainSettings  # noqa: E402
-from slimkit.zoo import trained_digits_model  # noqa: E402
 
 CACHE = Path(".cache")  # the zoo models train deterministically per seed, so caching them changes nothing
 

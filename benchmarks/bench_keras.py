@@ -39,7 +39,7 @@ import numpy as np  # noqa: E402
 from machine import print_machine  # noqa: E402
 
 from slimkit.api import convert, optimize  # noqa: E402
-from slimkit.datasets import digits_arrays  # noqa: E402
+from slimkit.bundled_data import digits_arrays  # noqa: E402
 from slimkit.evaluate.measure import compare_latency  # noqa: E402
 from slimkit.formats import (
     load,  # noqa: E402

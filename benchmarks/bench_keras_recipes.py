@@ -28,7 +28,7 @@ from bench_keras import nhwc, train_cnn  # noqa: E402
 from machine import print_machine  # noqa: E402
 
 from slimkit.api import optimize  # noqa: E402
-from slimkit.datasets import digits_arrays  # noqa: E402
+from slimkit.bundled_data import digits_arrays  # noqa: E402
 from slimkit.errors import SlimkitError  # noqa: E402
 from slimkit.models.keras import import_keras  # noqa: E402
 from slimkit.pipeline import builtin_recipes  # noqa: E402

@@ -29,8 +29,8 @@ from machine import print_machine
 from threadpoolctl import threadpool_limits
 
 from slimkit.algorithms.kmeans1d import kmeans1d
+from slimkit.demo_models import minilm_path
 from slimkit.report.environment import environment
-from slimkit.zoo import minilm_path
 
 LAYER_TENSORS = ("attention.self.query", "attention.self.key", "attention.self.value",
                  "attention.output.dense", "intermediate.dense", "output.dense")

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from machine import print_machine
 
+from slimkit.demo_models import minilm_path, sentences, trained_digits_model
 from slimkit.evaluate.measure import Evaluator
 from slimkit.formats import load
 from slimkit.hardware import hardware_plan, import_openvino
@@ -28,7 +29,6 @@ from slimkit.pipeline import load_recipe, run_pipeline
 from slimkit.quiet import quiet_native
 from slimkit.report.flags import ratios
 from slimkit.settings import MeasureSettings
-from slimkit.zoo import minilm_path, sentences, trained_digits_model
 
 SLIMKIT_MINILM = ("int8-dynamic", "openvino", "openvino-int8", "openvino-int8-weight", "openvino-int4-weight")
 
@@ -89,7 +89,7 @@ def minilm(args) -> None:
     peer_ov = OpenVinoModel(path=plain.path)
     peer_ov.carry_over(plain)
     entries.append(("peer: OpenVINO defaults", peer_ov))
-    from slimkit.data import load_data
+    from slimkit.data_sources import load_data
 
     feeds = [b.feed for b in load_data(str(calib), plain, batch_size=1, seq_len=128).batches]
     entries.append(("peer: OpenVINO + NNCF int8 defaults", nncf_defaults(plain, feeds, work)))

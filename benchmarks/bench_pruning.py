@@ -23,7 +23,8 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-from slimkit.data import load_data, text_data  # noqa: E402
+from slimkit.data_sources import load_data, text_data  # noqa: E402
+from slimkit.demo_models import minilm_path, sentences, trained_digits_model  # noqa: E402
 from slimkit.evaluate.fidelity import accuracy, compare_outputs  # noqa: E402
 from slimkit.evaluate.measure import compare_latency  # noqa: E402
 from slimkit.formats import (
@@ -35,7 +36,6 @@ from slimkit.passes.prune_structured import PruneStructured  # noqa: E402
 from slimkit.pipeline import load_recipe, run_pipeline  # noqa: E402
 from slimkit.report.environment import environment  # noqa: E402
 from slimkit.settings import MeasureSettings  # noqa: E402
-from slimkit.zoo import minilm_path, sentences, trained_digits_model  # noqa: E402
 
 
 def prune_and_export(torch_model, config: dict, ctx: Context):

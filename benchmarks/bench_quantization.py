@@ -23,7 +23,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import numpy as np  # noqa: E402
 
-from slimkit.data import load_data, text_data  # noqa: E402
+from slimkit.data_sources import load_data, text_data  # noqa: E402
+from slimkit.demo_models import minilm_path, sentences, trained_digits_model  # noqa: E402
 from slimkit.evaluate.fidelity import accuracy, compare_outputs  # noqa: E402
 from slimkit.evaluate.measure import compare_latency  # noqa: E402
 from slimkit.formats import load  # noqa: E402
@@ -34,7 +35,6 @@ from slimkit.passes.quantize import quiet_quantizer  # noqa: E402
 from slimkit.pipeline import load_recipe, parse_recipe, run_pipeline  # noqa: E402
 from slimkit.report.environment import environment  # noqa: E402
 from slimkit.settings import MeasureSettings  # noqa: E402
-from slimkit.zoo import minilm_path, sentences, trained_digits_model  # noqa: E402
 
 
 def ort_quantize_dynamic(model: OnnxModel, per_channel: bool) -> OnnxModel:
@@ -92,7 +92,7 @@ def digits(args) -> list[dict]:
     for name, image, key in (("mlp", False, "x"), ("cnn", True, "image")):
         torch_model = load(trained_digits_model(name, cache_dir=Path(".cache")), task="classification")
         work = Path(tempfile.mkdtemp(prefix="bqd-"))
-        from slimkit.datasets import digits_arrays
+        from slimkit.bundled_data import digits_arrays
 
         x, y = digits_arrays("train", image=image)
         np.savez(work / "calib.npz", **{key: x[:512]})

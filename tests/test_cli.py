@@ -11,12 +11,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from slimkit.bundled_data import digits_arrays
 from slimkit.cli import main
-from slimkit.datasets import digits_arrays
-from slimkit.zoo import trained_digits_model
+from slimkit.demo_models import trained_digits_model
 
 FACTORY = '''
-from slimkit.zoo import DigitsMLP
+from slimkit.demo_models import DigitsMLP
 
 
 def make():

@@ -12,8 +12,8 @@ import sys
 import numpy as np
 import pytest
 
+from slimkit.bundled_data import digits_arrays
 from slimkit.cli import main
-from slimkit.datasets import digits_arrays
 from slimkit.errors import SlimkitError
 
 STAMP = re.compile(r"^\[\s*\d+\.\ds\] ")  # "[   12.3s] running pass prune"
@@ -28,7 +28,7 @@ def run(capsys, *argv) -> tuple[int, str, str]:
 
 @pytest.fixture
 def mlp_factory(digits_mlp, tmp_path):
-    """The trained digits MLP as `slimkit.zoo:DigitsMLP` + safetensors, and labelled digits train/eval files."""
+    """The trained digits MLP as `slimkit.demo_models:DigitsMLP` + safetensors, and labelled digits train/eval files."""
     from safetensors.torch import save_file
 
     save_file({k: v.contiguous() for k, v in digits_mlp.state_dict().items()}, str(tmp_path / "mlp.safetensors"))
@@ -51,7 +51,7 @@ def test_training_prints_progress_lines_without_a_terminal(capsys, mlp_factory, 
 
     monkeypatch.setattr(slimkit.progress, "HOLD_S", 0.0)  # this run is short; a real one waits 2 s first
     work = mlp_factory
-    code, out, err = run(capsys, "optimize", "slimkit.zoo:DigitsMLP", "--weights", work / "mlp.safetensors",
+    code, out, err = run(capsys, "optimize", "slimkit.demo_models:DigitsMLP", "--weights", work / "mlp.safetensors",
                          "--recipe", work / "prune-quick.yaml", "-o", work / "out", "--train-data",
                          work / "train.npz", "--data", work / "eval.npz")
     assert code == 0, err
@@ -72,7 +72,7 @@ def test_training_prints_progress_lines_without_a_terminal(capsys, mlp_factory, 
     assert not any(STAMP.match(ln) for ln in out.splitlines())  # stdout holds the report only
 
     # --json: stdout stays one JSON document and nothing is printed as progress
-    code, out, err = run(capsys, "optimize", "slimkit.zoo:DigitsMLP", "--weights", work / "mlp.safetensors",
+    code, out, err = run(capsys, "optimize", "slimkit.demo_models:DigitsMLP", "--weights", work / "mlp.safetensors",
                          "--recipe", work / "prune-quick.yaml", "-o", work / "out-json", "--train-data",
                          work / "train.npz", "--data", work / "eval.npz", "--json")
     assert code == 0, err
@@ -126,7 +126,7 @@ def test_tflite_conversion_keeps_third_party_noise_out_unless_verbose(digits_cnn
     np.savez(tmp_path / "digits.npz", image=x[:32].reshape(-1, 1, 8, 8), labels=y[:32])
 
     target = tmp_path / "out" / "cnn.tflite"
-    quiet = _cli("convert", "slimkit.zoo:DigitsCNN", "--weights", str(tmp_path / "cnn.safetensors"), "--to", "tflite",
+    quiet = _cli("convert", "slimkit.demo_models:DigitsCNN", "--weights", str(tmp_path / "cnn.safetensors"), "--to", "tflite",
                  "-o", str(target), "--data", str(tmp_path / "digits.npz"), "--json")
     assert quiet.returncode == 0, quiet.stderr[-3000:]
     noisy = [ln for ln in quiet.stderr.splitlines() if any(word in ln.lower() for word in NOISE)]
@@ -183,7 +183,7 @@ def test_recipes_table_keeps_square_brackets(capsys):
 @pytest.fixture
 def deep_onnx_pair(tmp_path):
     """The hand-built ONNX classifier twice, as model.onnx in two deep folders that differ in one name."""
-    from conftest import _make_foreign_onnx
+    from tests.conftest import _make_foreign_onnx
 
     paths = []
     for run_name in ("run-a", "run-b"):

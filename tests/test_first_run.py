@@ -10,13 +10,13 @@ import time
 import numpy as np
 import pytest
 
+from slimkit.bundled_data import digits_arrays
 from slimkit.cli import main
-from slimkit.datasets import digits_arrays
 from slimkit.report import build_report
 from slimkit.report.format import fmt_ratio, measurement_rows
 
 FACTORY = '''
-from slimkit.zoo import DigitsMLP
+from slimkit.demo_models import DigitsMLP
 
 
 def make():
@@ -29,7 +29,7 @@ def work(tmp_path_factory, digits_cache):
     """A factory module with trained weights (a user's own PyTorch model), a labelled .npz per split."""
     from safetensors.torch import save_file
 
-    from slimkit.zoo import trained_digits_model
+    from slimkit.demo_models import trained_digits_model
 
     root = tmp_path_factory.mktemp("first-run")
     module = trained_digits_model("mlp", cache_dir=digits_cache)
@@ -58,8 +58,8 @@ def mlp_onnx(work):
 
 
 def trained_model(work):
+    from slimkit.demo_models import DigitsMLP
     from slimkit.formats import load
-    from slimkit.zoo import DigitsMLP
 
     return load(DigitsMLP(), weights=work / "mlp.safetensors")
 

@@ -147,7 +147,7 @@ def test_raised_by_library_looks_at_where_the_error_came_from():
         json.loads("{")
     assert raised_by_library(inside.value, ("json",)) and not raised_by_library(inside.value, ("onnx",))
 
-    from slimkit.data import parse_shapes
+    from slimkit.data_sources import parse_shapes
 
     with pytest.raises(SlimkitError) as mine:  # the library calls slimkit back, and slimkit raises
         json.loads("[1]", parse_int=lambda text: parse_shapes([text]))
@@ -258,8 +258,8 @@ def test_torch_threads_restores_the_count_also_on_error():
 
 
 def test_fit_trains_at_the_given_threads_and_gives_the_count_back():
+    from slimkit.demo_models import DigitsMLP
     from slimkit.train import TrainConfig, fit
-    from slimkit.zoo import DigitsMLP
 
     before = torch.get_num_threads()
     other = 1 if before != 1 else 2
@@ -275,9 +275,9 @@ def test_fit_trains_at_the_given_threads_and_gives_the_count_back():
 
 
 def test_onnx_export_restores_the_exporter_loggers():
+    from slimkit.demo_models import DigitsMLP
     from slimkit.formats import load
     from slimkit.passes.convert import EXPORT_LOGGERS, export_onnx
-    from slimkit.zoo import DigitsMLP
 
     loggers = [logging.getLogger(n) for n in EXPORT_LOGGERS]
     loggers[0].setLevel(logging.INFO)

@@ -8,6 +8,7 @@ import json
 import pytest
 
 from slimkit.cli import main
+from slimkit.demo_models import DigitsMLP
 from slimkit.formats import load
 from slimkit.models.base import ModelKind, WorkingModel
 from slimkit.passes import base
@@ -15,7 +16,6 @@ from slimkit.passes.base import Context, Pass, PassConfig, PassResult, register
 from slimkit.passes.outcome import Outcome, Status
 from slimkit.pipeline import parse_recipe, run_pipeline
 from slimkit.report.format import pass_rows
-from slimkit.zoo import DigitsMLP
 
 
 def test_outcome_constructors_and_report_form_round_trip():

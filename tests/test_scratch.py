@@ -166,7 +166,7 @@ def test_optimize_leaves_no_scratch(tmpdir_private):
     code = textwrap.dedent("""
         import torch
         import slimkit
-        from slimkit.zoo import DigitsMLP
+        from slimkit.demo_models import DigitsMLP
         model = slimkit.load(DigitsMLP().eval(), example_inputs=torch.zeros(1, 64))
         result = slimkit.optimize(model, "onnx", measure=True, max_eval_samples=8)
         assert result.model.path.exists()
@@ -184,7 +184,7 @@ def test_killed_optimize_leaves_scratch_the_next_run_reclaims(tmpdir_private):
         import time
         import torch
         import slimkit
-        from slimkit.zoo import DigitsMLP
+        from slimkit.demo_models import DigitsMLP
 
         def progress(message):
             if message.startswith("running pass"):

@@ -149,7 +149,7 @@ def optimize(
     data_plan = plan_data(original, uses, data=data, train_data=train_data, eval_data=eval_data,
                           seq_len=seq_len, shapes=shapes)
     if measure and data_plan.evaluate is not None:  # bad evaluation data is refused before the passes run
-        from slimkit.data import load_data
+        from slimkit.data_sources import load_data
 
         load_data(data_plan.evaluate, original, batch_size=1, seq_len=seq_len, shapes=shapes, max_samples=4)
     if output is not None:  # before any work: a refused output should not cost a training run

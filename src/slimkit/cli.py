@@ -8,12 +8,16 @@ import errno
 import json
 import os
 import sys
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
 # LiteRT / absl / TensorFlow-style native logs would drown the output; users can override these.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("GLOG_minloglevel", "2")
+# JAX (pulled in by the TFLite tools) warns on any later fork, e.g. a subprocess a library starts: a line
+# beside slimkit's one-line error that says nothing about the user's model.
+warnings.filterwarnings("ignore", message=r"os\.fork\(\) was called", category=RuntimeWarning)
 
 
 def _common(p: argparse.ArgumentParser, *, data: bool = True, json_help: str = "machine-readable JSON on stdout") -> None:
@@ -206,7 +210,7 @@ def _status(args):
 
 
 def _shapes(args):
-    from slimkit.data import parse_shapes
+    from slimkit.data_sources import parse_shapes
 
     return parse_shapes(getattr(args, "shape", None)) or None
 

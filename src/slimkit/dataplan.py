@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from slimkit.data import Subset, describe_source, load_data, split_indices
+from slimkit.data_sources import Subset, describe_source, load_data, split_indices
 from slimkit.models.base import WorkingModel
 
 # What each data use is called in reports ("measured on data that training saw").

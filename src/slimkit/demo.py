@@ -15,14 +15,14 @@ from typing import Any
 
 from slimkit.api import OptimizeResult, bench, optimize
 from slimkit.artifacts import staged_folder, write_artifact
-from slimkit.data import text_data
+from slimkit.data_sources import text_data
 from slimkit.dataplan import DataPlan
+from slimkit.demo_models import minilm_path, sentences, trained_digits_model
 from slimkit.errors import MissingExtraError
 from slimkit.formats import format_of_kind, load
 from slimkit.pipeline import parse_recipe
 from slimkit.report import build_report, print_report, write_report_bundle
 from slimkit.settings import MeasureSettings, TrainSettings
-from slimkit.zoo import minilm_path, sentences, trained_digits_model
 
 # Three disjoint digits sets: training learns from "fit", picks its best epoch and calibrates on "val", and
 # every reported figure is measured on "test", which nothing saw before.

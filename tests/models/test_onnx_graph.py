@@ -156,6 +156,6 @@ def test_model_layer_imports_nothing_above_it(module):
     tree = ast.parse(Path(module.__file__).read_text())
     imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
     imported |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
-    forbidden = ("slimkit.passes", "slimkit.algorithms", "slimkit.evaluate", "slimkit.data")
+    forbidden = ("slimkit.passes", "slimkit.algorithms", "slimkit.evaluate", "slimkit.data_sources")
     assert not [m for m in imported if m.startswith(forbidden)]
     assert "onnx" in imported

@@ -98,7 +98,7 @@ def test_cli_refuses_a_bad_recipe_before_training(tmp_path, capsys):
     out = tmp_path / "out"
     get_pass("prune")  # imports done, as the CLI's own would be before it reads the recipe
     start = time.perf_counter()
-    code = main(["optimize", "slimkit.zoo:DigitsMLP", "--recipe", str(tmp_path / "bad.yaml"),
+    code = main(["optimize", "slimkit.demo_models:DigitsMLP", "--recipe", str(tmp_path / "bad.yaml"),
                  "--data", "sklearn:digits", "-o", str(out)])
     seconds = time.perf_counter() - start
     err = capsys.readouterr().err

@@ -28,7 +28,7 @@ def save_torch_archive(state_dict: dict, path: str | Path, *, factory: str | Non
 
     if factory is not None and not _FACTORY.match(factory):
         raise SlimkitError(f"factory {factory!r} is not of the form 'package.module:callable'",
-                           "pass e.g. factory='slimkit.zoo:DigitsMLP', or None")
+                           "pass e.g. factory='slimkit.demo_models:DigitsMLP', or None")
     tensors = {}
     viewed = {}
     for name, value in state_dict.items():

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from slimkit.data import Dataset, load_data
+from slimkit.data_sources import Dataset, load_data
 from slimkit.evaluate.fidelity import accuracy_with_interval, compare_outputs
 from slimkit.evaluate.latency import interleaved_p50, interleaved_rounds, summarize_rounds
 from slimkit.formats import make_runner

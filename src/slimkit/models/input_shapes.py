@@ -36,7 +36,7 @@ def array_headers(source: Any) -> dict[str, tuple[list[int], np.dtype]]:
     """{input name: (shape with batch 1, dtype)} from the .npy headers of an .npz file or a .npy folder."""
     import zipfile
 
-    if isinstance(source, Mapping):  # a dict of arrays or tensors from Python (see slimkit.data.load_data)
+    if isinstance(source, Mapping):  # a dict of arrays or tensors from Python (see slimkit.data_sources.load_data)
         firsts = {str(k): as_array(v[:1]) for k, v in source.items() if str(k) not in LABEL_KEYS and np.ndim(v)}
         return {k: ([1, *(int(d) for d in a.shape[1:])], a.dtype) for k, a in firsts.items() if not a.dtype.hasobject}
     if not isinstance(source, (str, Path)) or str(source).startswith("sklearn:"):

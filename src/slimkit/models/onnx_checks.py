@@ -22,7 +22,7 @@ from slimkit.errors import SlimkitError, first_line
 # anything allocates it: 2^31 float32 values are 8 GiB, far past any model slimkit measures on a CPU.
 MAX_ELEMENTS = 2**31
 # One input of more elements than this (1 GiB of float32) is refused: at its declared dims when loading a
-# model, at the shape data is generated at (`slimkit.data.generate_data`). A 10^9 dim is damage, not a model.
+# model, at the shape data is generated at (`slimkit.data_sources.generate_data`). A 10^9 dim is damage, not a model.
 MAX_INPUT_ELEMENTS = 2**28
 # ModelProto.SerializeToString (what onnx.checker does with a proto) fails past protobuf's 2 GiB limit.
 _PROTO_LIMIT = 2**31 - 1

@@ -184,7 +184,7 @@ class Factorize(Pass):
         """The activations entering each MatMul on the pass's data (for data-aware ranks), as [rows, in]."""
         if self.config.min_cosine is None:
             return {}
-        from slimkit.data import load_data
+        from slimkit.data_sources import load_data
         from slimkit.formats.onnx import OrtRunner
 
         data = _calibration(ctx)
@@ -261,7 +261,7 @@ class Factorize(Pass):
         import torch
         from torch import nn
 
-        from slimkit.data import load_data
+        from slimkit.data_sources import load_data
 
         data = _calibration(ctx)
         collected: dict[str, list[np.ndarray]] = {}

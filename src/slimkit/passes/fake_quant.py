@@ -340,7 +340,7 @@ class FakeQuant(Pass):
 
 def _calibration_batches(model: TorchModel, ctx: Context, cfg: FakeQuantConfig) -> list:
     """Up to `calibration_samples` samples of ctx.data, in batches of 32."""
-    from slimkit.data import load_data
+    from slimkit.data_sources import load_data
 
     if ctx.data is None:
         raise SlimkitError("fake-quant with activations: true needs calibration data",

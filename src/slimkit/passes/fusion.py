@@ -21,7 +21,7 @@ from onnx import helper
 from pydantic import Field
 
 from slimkit.config import Cosine
-from slimkit.data import generate_data
+from slimkit.data_sources import generate_data
 from slimkit.errors import SlimkitError, describe, raised_by_library
 from slimkit.evaluate.fidelity import rowwise_cosine
 from slimkit.evaluate.latency import interleaved_p50

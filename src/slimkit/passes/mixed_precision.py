@@ -15,7 +15,7 @@ import numpy as np
 from pydantic import Field, model_validator
 
 from slimkit.config import AtLeastOne, ConfigError, Cosine
-from slimkit.data import Dataset, generate_data, load_data
+from slimkit.data_sources import Dataset, generate_data, load_data
 from slimkit.errors import SlimkitError
 from slimkit.evaluate.fidelity import accuracy, compare_outputs
 from slimkit.evaluate.latency import time_calls

@@ -99,7 +99,7 @@ class PruneStructured(Pass):
     def _calibration(self, model: TorchModel, ctx: Context) -> list[dict]:
         import torch
 
-        from slimkit.data import load_data
+        from slimkit.data_sources import load_data
 
         if ctx.data is None:
             raise SlimkitError("prune-structured: importance 'activation' needs calibration data",

@@ -293,7 +293,7 @@ class _Reader:
 def calibration_data(model: WorkingModel, ctx: Context, max_samples: int, *, batch_size: int = 8,
                      what: str = "int8-static"):
     """ctx.data as calibration batches, refused when absent, generated or under MIN_CALIBRATION_SAMPLES."""
-    from slimkit.data import load_data
+    from slimkit.data_sources import load_data
 
     if ctx.data is None:
         raise SlimkitError(f"{what} needs calibration data",

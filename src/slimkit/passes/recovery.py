@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from slimkit.data import Dataset, load_data
+from slimkit.data_sources import Dataset, load_data
 from slimkit.errors import SlimkitError
 from slimkit.formats import make_runner
 from slimkit.models.base import TorchModel, WorkingModel

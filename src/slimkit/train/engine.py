@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from slimkit.data import Dataset
+from slimkit.data_sources import Dataset
 from slimkit.errors import SlimkitError
 from slimkit.threads import torch_threads
 from slimkit.train.checkpoint import (

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from slimkit.data import LABEL_KEYS, Batch, Dataset
+from slimkit.data_sources import LABEL_KEYS, Batch, Dataset
 from slimkit.errors import SlimkitError
 
 

@@ -17,9 +17,9 @@ import onnx
 import pytest
 
 from slimkit.cli import main
+from slimkit.demo_models import sentences
 from slimkit.errors import SlimkitError
 from slimkit.settings import MeasureSettings
-from slimkit.zoo import sentences
 
 LIMIT = 64
 NOTE = "sequence length 64: the model has 64 positions (the default 128 is longer)"

@@ -8,9 +8,10 @@ import numpy as np
 import onnx
 import pytest
 
+from slimkit.bundled_data import digits_arrays
 from slimkit.cli import main
-from slimkit.data import text_data
-from slimkit.datasets import digits_arrays
+from slimkit.data_sources import text_data
+from slimkit.demo_models import sentences
 from slimkit.errors import SlimkitError
 from slimkit.evaluate.measure import Evaluator
 from slimkit.formats import load
@@ -19,7 +20,6 @@ from slimkit.passes.fusion import padded_inputs
 from slimkit.passes.quantize import resolve_reduce_range
 from slimkit.pipeline import load_recipe, run_pipeline
 from slimkit.settings import MeasureSettings
-from slimkit.zoo import sentences
 
 
 def op_types(model) -> set[str]:
@@ -29,7 +29,7 @@ def op_types(model) -> set[str]:
 @pytest.fixture(scope="module")
 def digits_onnx(digits_cache, tmp_path_factory):
     """Digits MLP and CNN exported to ONNX once, plus labelled .npz test data for each."""
-    from slimkit.zoo import trained_digits_model
+    from slimkit.demo_models import trained_digits_model
 
     root = tmp_path_factory.mktemp("quant")
     out = {}

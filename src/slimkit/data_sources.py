@@ -344,7 +344,7 @@ def _pop_labels(arrays: dict[str, np.ndarray]) -> np.ndarray | None:
 def _sklearn_arrays(text: str, specs: Sequence[InputSpec]):
     name, _, split = text.split(":", 1)[1].partition(":")
     split = split or "test"
-    from slimkit.datasets import DIGITS_SPLITS, digits_arrays
+    from slimkit.bundled_data import DIGITS_SPLITS, digits_arrays
 
     if name != "digits" or split not in DIGITS_SPLITS:
         raise SlimkitError(f"unknown built-in dataset '{text.split(':', 1)[1]}'",

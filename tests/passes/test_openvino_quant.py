@@ -116,14 +116,14 @@ def test_recipes_that_cannot_reach_openvino_say_why_before_any_work(capsys, tmp_
 
 
 def test_cli_int8_static_to_openvino(capsys, tmp_path, digits_cache):
-    from slimkit.datasets import digits_arrays
+    from slimkit.bundled_data import digits_arrays
 
     x, y = digits_arrays("val")
     np.savez(tmp_path / "val.npz", x=x, labels=y)
-    (tmp_path / "f.py").write_text("from slimkit.zoo import DigitsMLP\n\ndef make():\n    return DigitsMLP()\n")
+    (tmp_path / "f.py").write_text("from slimkit.demo_models import DigitsMLP\n\ndef make():\n    return DigitsMLP()\n")
     from safetensors.torch import save_file
 
-    from slimkit.zoo import trained_digits_model
+    from slimkit.demo_models import trained_digits_model
 
     module = trained_digits_model("mlp", digits_cache)
     save_file({k: v.contiguous() for k, v in module.state_dict().items()}, str(tmp_path / "w.safetensors"))
@@ -138,7 +138,7 @@ def test_cli_int8_static_to_openvino(capsys, tmp_path, digits_cache):
 
 
 def test_too_few_calibration_samples_are_refused(mlp):
-    from slimkit.datasets import digits_arrays
+    from slimkit.bundled_data import digits_arrays
 
     x, y = digits_arrays("val")
     with pytest.raises(SlimkitError, match="too few calibration samples: 8"):

@@ -7,8 +7,9 @@ import onnx
 import pytest
 import torch
 
-from slimkit.data import text_data
-from slimkit.datasets import digits_arrays
+from slimkit.bundled_data import digits_arrays
+from slimkit.data_sources import text_data
+from slimkit.demo_models import sentences, trained_digits_model
 from slimkit.errors import SlimkitError
 from slimkit.evaluate.measure import Evaluator
 from slimkit.formats import load
@@ -18,7 +19,6 @@ from slimkit.models.base import OnnxModel
 from slimkit.passes.base import Context, get_pass
 from slimkit.pipeline import load_recipe, run_pipeline
 from slimkit.settings import MeasureSettings
-from slimkit.zoo import sentences, trained_digits_model
 
 
 @pytest.fixture(scope="module")

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 
 import slimkit
+from slimkit.bundled_data import digits_arrays
 from slimkit.cli import main
-from slimkit.data import Subset, load_data, split_indices
+from slimkit.data_sources import Subset, load_data, split_indices
 from slimkit.dataplan import plan_data
-from slimkit.datasets import digits_arrays
 from slimkit.errors import SlimkitError, TargetNotMetError
 from slimkit.evaluate.fidelity import accuracy_with_interval, wilson_interval
 from slimkit.evaluate.latency import paired_ratio
@@ -154,7 +154,7 @@ def two_models(tmp_path, digits_mlp):
     """The digits MLP as ONNX, and a model with the same input but 5 outputs (a mismatch)."""
     import torch
 
-    from slimkit.zoo import DigitsMLP
+    from slimkit.demo_models import DigitsMLP
 
     torch.manual_seed(0)
     good = slimkit.convert(load(digits_mlp), "onnx", tmp_path / "good.onnx")[0]

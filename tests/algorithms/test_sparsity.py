@@ -18,13 +18,13 @@ from slimkit.algorithms.sparsity import (
     threshold_mask,
     unpack_mask,
 )
+from slimkit.demo_models import trained_digits_model
 from slimkit.errors import SlimkitError
 from slimkit.formats import load
 from slimkit.formats.onnx import OrtRunner
 from slimkit.formats.openvino import OpenVinoRunner
 from slimkit.passes.base import Context, get_pass
 from slimkit.pipeline import load_recipe, run_pipeline
-from slimkit.zoo import trained_digits_model
 
 
 def test_magnitude_mask_zeroes_exactly_the_smallest():
@@ -114,7 +114,7 @@ def mlp_onnx(digits_cache, tmp_path_factory):
 
 
 def _digits_accuracy(runner):
-    from slimkit.datasets import digits_arrays
+    from slimkit.bundled_data import digits_arrays
 
     x, y = digits_arrays("test")
     return float((runner.run({"x": x})[0].argmax(1) == y).mean())
@@ -130,7 +130,7 @@ def test_onnx_prune_shrinks_file_and_both_runtimes_agree(mlp_onnx, tmp_path):
     assert ratio < 0.30  # 1 bit mask + 20% of the floats: about 0.23x
     assert result.model.size_bytes() < 0.3 * mlp_onnx.size_bytes()
     assert "not faster" in stats["speed_note"]
-    from slimkit.datasets import digits_arrays
+    from slimkit.bundled_data import digits_arrays
 
     x, _ = digits_arrays("test")
     ort_out = OrtRunner(result.model, 1).run({"x": x})[0]

@@ -13,7 +13,8 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from slimkit.datasets import digits_arrays
+from slimkit.bundled_data import digits_arrays
+from slimkit.demo_models import trained_digits_model
 from slimkit.errors import SlimkitError
 from slimkit.evaluate.measure import Evaluator
 from slimkit.formats import load, make_runner
@@ -21,7 +22,6 @@ from slimkit.formats.tflite import TfliteModel
 from slimkit.models.base import ModelKind, OnnxModel, OpenVinoModel, TorchModel
 from slimkit.passes.base import Context, PassResult, get_pass
 from slimkit.settings import MeasureSettings
-from slimkit.zoo import trained_digits_model
 
 
 @dataclass

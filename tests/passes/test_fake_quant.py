@@ -16,7 +16,7 @@ from slimkit.algorithms.quant import (
     quantization_error,
     quantize,
 )
-from slimkit.datasets import digits_arrays
+from slimkit.bundled_data import digits_arrays
 from slimkit.errors import SlimkitError
 from slimkit.formats import load
 from slimkit.models.base import OnnxModel, TorchModel

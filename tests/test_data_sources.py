@@ -7,14 +7,14 @@ import pytest
 import torch
 from torch import nn
 
-from slimkit.data import Dataset, load_data, parse_shapes, resolve_shape, text_data
-from slimkit.datasets import digits_arrays
+from slimkit.bundled_data import digits_arrays
+from slimkit.data_sources import Dataset, load_data, parse_shapes, resolve_shape, text_data
+from slimkit.demo_models import DigitsCNN, DigitsMLP, minilm_path
 from slimkit.errors import SlimkitError
 from slimkit.formats import load
 from slimkit.formats.onnx import load_onnx
 from slimkit.models.base import InputSpec
 from slimkit.models.torch_module import torch_model_from_module
-from slimkit.zoo import DigitsCNN, DigitsMLP, minilm_path
 
 
 class TwoInputs(nn.Module):

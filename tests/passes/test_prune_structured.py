@@ -12,12 +12,12 @@ import torch
 from torch import nn
 
 import slimkit.passes.prune_structured  # noqa: F401  (registers the pass until it is a builtin)
+from slimkit.demo_models import digits_accuracy, minilm_path, sentences
 from slimkit.errors import SlimkitError
 from slimkit.formats import load
 from slimkit.passes.base import Context, get_pass
 from slimkit.pipeline import load_recipe, run_pipeline
 from slimkit.pruning import count_macs, prune_structured
-from slimkit.zoo import digits_accuracy, minilm_path, sentences
 
 transformers = pytest.importorskip("transformers")
 

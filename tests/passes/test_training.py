@@ -6,13 +6,13 @@ import numpy as np
 import pytest
 import torch
 
-from slimkit.datasets import digits_arrays
+from slimkit.bundled_data import digits_arrays
+from slimkit.demo_models import trained_digits_model
 from slimkit.errors import SlimkitError
 from slimkit.formats import load
 from slimkit.passes.base import Context, get_pass
 from slimkit.pipeline import load_recipe, run_pipeline
 from slimkit.settings import MeasureSettings
-from slimkit.zoo import trained_digits_model
 
 
 def accuracy(module) -> float:
@@ -31,7 +31,7 @@ def ctx(tmp_path, **kw) -> Context:
 
 
 def test_distill_small_student_learns_from_teacher(teacher, tmp_path):
-    cfg = {"student": "slimkit.zoo:small_digits_mlp", "alpha": 0.5, "temperature": 4.0,
+    cfg = {"student": "slimkit.demo_models:small_digits_mlp", "alpha": 0.5, "temperature": 4.0,
            "train": {"epochs": 15, "lr": 1e-2, "batch_size": 64}}
     result = get_pass("distill")(cfg).run(teacher, ctx(tmp_path))
     stats = result.stats
@@ -45,7 +45,7 @@ def test_distill_small_student_learns_from_teacher(teacher, tmp_path):
 
 
 def test_distill_unlabeled_uses_teacher_only(teacher, tmp_path):
-    cfg = {"student": "slimkit.zoo:small_digits_mlp", "alpha": 0.0, "train": {"epochs": 8, "lr": 3e-3}}
+    cfg = {"student": "slimkit.demo_models:small_digits_mlp", "alpha": 0.0, "train": {"epochs": 8, "lr": 3e-3}}
     stats = get_pass("distill")(cfg).run(teacher, ctx(tmp_path)).stats
     assert all(row["hard"] == 0.0 for row in stats["history"])
     assert stats["after"]["accuracy"] > 0.85
@@ -56,10 +56,10 @@ def test_distill_rejects_labels_missing_and_mismatched_student(teacher, tmp_path
     np.savez(tmp_path / "unlabeled.npz", x=x)
     bad = Context(train_data=str(tmp_path / "unlabeled.npz"), workdir=tmp_path, settings=MeasureSettings(threads=1))
     with pytest.raises(SlimkitError, match="training data has none"):
-        get_pass("distill")({"student": "slimkit.zoo:small_digits_mlp", "alpha": 0.5,
+        get_pass("distill")({"student": "slimkit.demo_models:small_digits_mlp", "alpha": 0.5,
                              "train": {"epochs": 1}}).run(teacher, bad)
     with pytest.raises(SlimkitError, match="takes inputs"):
-        get_pass("distill")({"student": "slimkit.zoo:DigitsCNN", "train": {"epochs": 1}}).run(teacher, ctx(tmp_path))
+        get_pass("distill")({"student": "slimkit.demo_models:DigitsCNN", "train": {"epochs": 1}}).run(teacher, ctx(tmp_path))
     with pytest.raises(SlimkitError, match="needs data"):
         get_pass("distill")({"train": {"epochs": 1}}).run(teacher, Context(workdir=tmp_path))
 
@@ -96,7 +96,7 @@ def test_prune_then_export_runs_in_onnx_runtime_with_smaller_file(teacher, tmp_p
 
 
 def test_training_resumes_from_checkpoint(teacher, tmp_path):
-    cfg = {"student": "slimkit.zoo:small_digits_mlp", "train": {"epochs": 4, "lr": 3e-3}}
+    cfg = {"student": "slimkit.demo_models:small_digits_mlp", "train": {"epochs": 4, "lr": 3e-3}}
     full = get_pass("distill")(cfg).run(teacher, ctx(tmp_path / "a", checkpoint_dir=tmp_path / "ck-a"))
     assert (tmp_path / "ck-a" / "distill" / "checkpoint.pt").exists()
     again = get_pass("distill")(cfg).run(teacher, ctx(tmp_path / "b", checkpoint_dir=tmp_path / "ck-a", resume=True))
@@ -163,5 +163,5 @@ def test_student_option_needs_a_distill_recipe(teacher, tmp_path):
     from slimkit.api import optimize
 
     with pytest.raises(SlimkitError, match="options for pass distill but recipe prune-50 has no such pass"):
-        optimize(teacher, "prune-50", overrides={"distill": {"student": "slimkit.zoo:small_digits_mlp"}},
+        optimize(teacher, "prune-50", overrides={"distill": {"student": "slimkit.demo_models:small_digits_mlp"}},
                  measure=False)

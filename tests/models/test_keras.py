@@ -23,8 +23,8 @@ torch = pytest.importorskip("torch")
 
 import slimkit.passes.to_keras  # noqa: E402,F401  registers `to-keras` (explicitly, until it is a builtin pass)
 from slimkit.api import convert, optimize  # noqa: E402
+from slimkit.bundled_data import digits_arrays  # noqa: E402
 from slimkit.cli import main as cli_main  # noqa: E402
-from slimkit.datasets import digits_arrays  # noqa: E402
 from slimkit.errors import MissingExtraError, SlimkitError  # noqa: E402
 from slimkit.formats import load, make_runner  # noqa: E402
 from slimkit.models.base import TorchModel  # noqa: E402

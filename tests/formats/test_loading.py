@@ -13,7 +13,7 @@ import pytest
 import torch
 from torch import nn
 
-from slimkit.datasets import digits_arrays
+from slimkit.bundled_data import digits_arrays
 from slimkit.errors import SlimkitError
 from slimkit.evaluate.measure import Evaluator, evaluate
 from slimkit.formats import load, make_runner
@@ -83,7 +83,7 @@ def test_module_example_inputs_as_dict_and_errors():
 def test_module_shapes_instead_of_examples_and_task():
     model = load(OneInput(), shapes={"feats": [2, 4]})
     assert model.example_inputs["feats"].shape == (2, 4) and model.task is None
-    from slimkit.zoo import DigitsMLP
+    from slimkit.demo_models import DigitsMLP
 
     mlp = load(DigitsMLP())
     assert mlp.task == "classification" and mlp.input_names == ["x"]  # example_inputs() from the module
@@ -101,7 +101,7 @@ _COUNTER = itertools.count()
 FACTORY_SOURCE = '''
 from torch import nn
 
-from slimkit.zoo import DigitsMLP
+from slimkit.demo_models import DigitsMLP
 
 built = []
 
@@ -265,7 +265,7 @@ def test_explicit_shapes_win_and_fill_in_per_input(tmp_path):
     model = load(Tiny(), data=tmp_path / "d.npz", shapes={"feats": [3, 4], "scale": [3, 1]})
     assert {k: tuple(v.shape) for k, v in model.example_inputs.items()} == {"feats": (3, 4), "scale": (3, 1)}
     # an example the module gives itself is not replaced by the data's shape
-    from slimkit.zoo import DigitsMLP
+    from slimkit.demo_models import DigitsMLP
 
     np.savez(tmp_path / "x.npz", x=np.ones((5, 64), np.float32))
     assert load(DigitsMLP(), data=tmp_path / "x.npz").example_inputs["x"].shape == (1, 64)

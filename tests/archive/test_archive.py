@@ -24,8 +24,8 @@ from slimkit.archive import (
 from slimkit.archive.codec import _gap_widths, _gaps_from_symbols, gap_symbols
 from slimkit.archive.container import MAGIC, PRELUDE_SIZE
 from slimkit.archive.entropy import Reader, decode_symbols, empirical_bits, encode_symbols
+from slimkit.demo_models import DigitsMLP
 from slimkit.errors import SlimkitError
-from slimkit.zoo import DigitsMLP
 
 
 def _bits(a: np.ndarray) -> np.ndarray:
@@ -129,7 +129,7 @@ def _pruned_clustered_state(seed: int = 0, *, keep: float = 0.05, k: int = 16) -
 def test_deep_compression_sized_mlp_archive_is_40x_smaller(tmp_path):
     state = _pruned_clustered_state()
     fp32 = sum(t.numel() * 4 for t in state.values())
-    stats = save_torch_archive(state, tmp_path / "mlp.slim", factory="slimkit.zoo:DigitsMLP")
+    stats = save_torch_archive(state, tmp_path / "mlp.slim", factory="slimkit.demo_models:DigitsMLP")
     size = (tmp_path / "mlp.slim").stat().st_size
     assert size == stats["archive_bytes"]
     assert size <= fp32 / 40, f"{size} bytes for {fp32} fp32 bytes ({fp32 / size:.1f}x)"

@@ -9,13 +9,13 @@ import numpy as np
 import pytest
 import torch
 
-from slimkit.datasets import digits_arrays
+from slimkit.bundled_data import digits_arrays
+from slimkit.demo_models import trained_digits_model
 from slimkit.errors import SlimkitError
 from slimkit.formats import load, make_runner
 from slimkit.passes.base import Context, get_pass
 from slimkit.pipeline import load_recipe, run_pipeline
 from slimkit.settings import MeasureSettings
-from slimkit.zoo import trained_digits_model
 
 
 def accuracy(module) -> float:
@@ -124,8 +124,8 @@ def test_cli_distill_with_student_checkpoints_and_resume(digits_cache, tmp_path)
 
     weights = tmp_path / "mlp.safetensors"
     save_file(trained_digits_model("mlp", digits_cache).state_dict(), str(weights))
-    cmd = [sys.executable, "-m", "slimkit.cli", "optimize", "slimkit.zoo:DigitsMLP", "--weights", str(weights),
-           "--task", "classification", "--recipe", "distill", "--student", "slimkit.zoo:small_digits_mlp",
+    cmd = [sys.executable, "-m", "slimkit.cli", "optimize", "slimkit.demo_models:DigitsMLP", "--weights", str(weights),
+           "--task", "classification", "--recipe", "distill", "--student", "slimkit.demo_models:small_digits_mlp",
            "--train-data", "sklearn:digits:fit", "--data", "sklearn:digits:val", "--batch-size", "32",
            "--checkpoint-dir", str(tmp_path / "ck")]
     first = subprocess.run(cmd + ["-o", str(tmp_path / "a")], capture_output=True, text=True)

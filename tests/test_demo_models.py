@@ -10,7 +10,7 @@ import sys
 _HASH_SCRIPT = """
 import hashlib, sys
 import torch
-from slimkit.zoo import trained_digits_model
+from slimkit.demo_models import trained_digits_model
 noise, seeds = int(sys.argv[1]), [int(s) for s in sys.argv[2:]]
 for seed in seeds:
     torch.manual_seed(noise)

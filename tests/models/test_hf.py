@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from slimkit.data import text_data
+from slimkit.data_sources import text_data
+from slimkit.demo_models import minilm_path, sentences
 from slimkit.evaluate.measure import Evaluator
 from slimkit.formats import make_runner
 from slimkit.models.base import OnnxModel, TorchModel
 from slimkit.settings import MeasureSettings
-from slimkit.zoo import minilm_path, sentences
 
 
 def test_load_folder(minilm):

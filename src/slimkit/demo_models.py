@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from slimkit.datasets import digits_arrays
+from slimkit.bundled_data import digits_arrays
 
 
 class DigitsMLP(nn.Module):

@@ -10,11 +10,11 @@ import pytest
 import torch
 from torch import nn
 
-from slimkit.data import Batch, Dataset
-from slimkit.datasets import digits_arrays
+from slimkit.bundled_data import digits_arrays
+from slimkit.data_sources import Batch, Dataset
+from slimkit.demo_models import DigitsCNN, DigitsMLP, digits_accuracy
 from slimkit.errors import SlimkitError
 from slimkit.train import CHECKPOINT_NAME, TrainConfig, TrainingDiverged, as_dataset, fit, learning_rate
-from slimkit.zoo import DigitsCNN, DigitsMLP, digits_accuracy
 
 
 @pytest.fixture(scope="module", autouse=True)

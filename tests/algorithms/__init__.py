@@ -1,0 +1,1 @@
+"""Tests of slimkit.algorithms (a package, so test file names may repeat elsewhere)."""

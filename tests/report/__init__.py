@@ -1,0 +1,1 @@
+"""Tests of slimkit.report (a package, so test file names may repeat elsewhere)."""

@@ -1,0 +1,1 @@
+"""Tests of slimkit.train (a package, so test file names may repeat elsewhere)."""
