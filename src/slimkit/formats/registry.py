@@ -59,7 +59,6 @@ class Retarget:
     equivalents: Mapping[str, Callable[[dict], Step]] = field(default_factory=dict)
     merge_into_converter: Mapping[str, Callable[[dict], dict]] = field(default_factory=dict)
     dropped: tuple[str, ...] = ()
-    equivalents_after_converter: bool = True
 
 
 @dataclass(frozen=True)
