@@ -7,11 +7,12 @@ from slimkit.evaluate.measure import Evaluator, Measurement, evaluate
 from slimkit.formats import load
 from slimkit.inspect_model import inspect_model
 from slimkit.pipeline import load_recipe
+from slimkit.searching import SearchResult, search
 from slimkit.settings import MeasureSettings, TrainSettings
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "Evaluator", "MeasureSettings", "Measurement", "OptimizeResult", "SlimkitError", "TrainSettings", "bench",
-    "convert", "evaluate", "inspect_model", "load", "load_recipe", "optimize",
+    "Evaluator", "MeasureSettings", "Measurement", "OptimizeResult", "SearchResult", "SlimkitError", "TrainSettings",
+    "bench", "convert", "evaluate", "inspect_model", "load", "load_recipe", "optimize", "search",
 ]

@@ -89,6 +89,35 @@ def build_parser() -> argparse.ArgumentParser:
                    "(OpenVINO at the CPU's fastest native precision; see slimkit inspect)")
     _common(p, json_help="one JSON object per line (JSON Lines): the reference first, then each model")
 
+    p = sub.add_parser("search", help="try techniques, runtimes and precisions under an accuracy floor; "
+                       "recommend one, with DIR/report.html")
+    p.add_argument("model")
+    p.add_argument("-o", "--output", required=True, help="search folder: search.db (every trial), trials/, best/, "
+                   "report.json, report.html")
+    floor = p.add_mutually_exclusive_group(required=True)
+    floor.add_argument("--max-drop", type=float, help="accuracy drop allowed on validation (0.005 = half a point)")
+    floor.add_argument("--min-cosine", type=float, help="mean output cosine to the original to keep")
+    p.add_argument("--eval-data", help="the final figures' data, never used to choose (default: a held-back 20%% "
+                   "of --data that no trial sees)")
+    p.add_argument("--objective", choices=["latency", "size", "both"], default="latency",
+                   help="what to minimize under the floor (default latency)")
+    p.add_argument("--budget-trials", type=int, help="trials to run in all (default 30 without --budget-minutes)")
+    p.add_argument("--budget-minutes", type=float, help="wall-clock minutes for the trials")
+    p.add_argument("--runtimes", metavar="NAME[,NAME]", help="runtimes to search (default all): onnxruntime, "
+                   "openvino, tflite")
+    p.add_argument("--executor", choices=["local", "ray"], default="local",
+                   help="where trials run: this process (default) or Ray tasks (pip install 'slimkit[ray]')")
+    p.add_argument("--address", help="Ray cluster: auto, or ray://HOST:10001 (default: a local Ray instance)")
+    p.add_argument("--workers", type=int, default=2, help="Ray: trials at a time (default 2)")
+    p.add_argument("--resume", action="store_true", help="continue the interrupted search in -o")
+    p.add_argument("--seed", type=int, default=0, help="sampler seed (default 0)")
+    _common(p)
+
+    p = sub.add_parser("report", help="rebuild a search's report.json and report.html from its store")
+    p.add_argument("folder")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--verbose", action="store_true")
+
     p = sub.add_parser("recipes", help="list built-in recipes")
     p.add_argument("--json", action="store_true")
 
@@ -361,6 +390,39 @@ def cmd_bench(args) -> int:
     return 0
 
 
+def cmd_search(args) -> int:
+    from slimkit.searching import search
+
+    with _status(args) as say:
+        result = search(args.model, data=args.data, eval_data=args.eval_data, output=args.output,
+                        max_drop=args.max_drop, min_cosine=args.min_cosine, objective=args.objective,
+                        budget_trials=args.budget_trials, budget_minutes=args.budget_minutes, runtimes=args.runtimes,
+                        executor=args.executor, address=args.address, workers=args.workers, resume=args.resume,
+                        seed=args.seed, settings=_settings(args), progress=say, weights=args.weights, task=args.task)
+    _print_search(args, result.report)
+    result.require_floor()
+    return 0
+
+
+def _print_search(args, report: dict) -> None:
+    if args.json:
+        print(json.dumps(report, default=str))
+        return
+    from slimkit.searching.report import terminal_lines
+
+    for line in terminal_lines(report):
+        print(line)
+    print(f"report: {Path(args.output if hasattr(args, 'output') else args.folder) / 'report.html'}")
+
+
+def cmd_report(args) -> int:
+    from slimkit.searching.report import rebuild
+
+    report = rebuild(Path(args.folder))
+    _print_search(args, report)
+    return 0
+
+
 def cmd_recipes(args) -> int:
     from slimkit.pipeline import builtin_recipes, load_recipe
 
@@ -394,7 +456,7 @@ def cmd_demo(args) -> int:
 
 COMMANDS = {
     "inspect": cmd_inspect, "convert": cmd_convert, "optimize": cmd_optimize, "bench": cmd_bench,
-    "recipes": cmd_recipes, "demo": cmd_demo,
+    "recipes": cmd_recipes, "demo": cmd_demo, "search": cmd_search, "report": cmd_report,
 }
 
 

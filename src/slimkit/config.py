@@ -8,7 +8,8 @@ its class (a `Field` bound or a validator), so a recipe is refused when it is pl
 
 from __future__ import annotations
 
-from typing import Annotated
+from collections.abc import Sequence
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -43,9 +44,35 @@ AtLeastOne = Annotated[int, Field(ge=1)]
 NonNegative = Annotated[int, Field(ge=0)]
 
 
+def searchable(*, choices: Sequence[Any] | None = None, low: float | None = None, high: float | None = None,
+               step: float | None = None, log: bool = False) -> dict[str, Any]:
+    """Mark a config field as one `slimkit search` varies: `Field(0.5, json_schema_extra=searchable(...))`.
+
+    Either `choices` (a categorical) or a `low`..`high` range (an int range when both are ints, with `step`
+    or `log`). Kept next to the field it describes, so a new pass joins the search without touching it.
+    """
+    if choices is not None:
+        if not choices or low is not None or high is not None:
+            raise ValueError("searchable: give non-empty choices, or low and high, not both")
+        return {"search": {"choices": list(choices)}}
+    if low is None or high is None or not low < high:
+        raise ValueError("searchable: give choices, or low < high")
+    return {"search": {"low": low, "high": high, "step": step, "log": log}}
+
+
+def search_space_of(config_cls: type[PassConfig]) -> dict[str, dict[str, Any]]:
+    """{field: its `searchable` description} for the fields of a config the search may vary."""
+    found = {}
+    for name, info in config_cls.model_fields.items():
+        extra = info.json_schema_extra
+        if isinstance(extra, dict) and isinstance(extra.get("search"), dict):
+            found[name] = dict(extra["search"])
+    return found
+
+
 def is_power_of_two(value: int) -> bool:
     return value > 0 and value & (value - 1) == 0
 
 
 __all__ = ["Alpha", "AtLeastOne", "ConfigError", "Cosine", "Fraction", "NonNegative", "PassConfig",
-           "Temperature", "is_power_of_two"]
+           "Temperature", "is_power_of_two", "search_space_of", "searchable"]

@@ -24,6 +24,11 @@ from slimkit.settings import MeasureSettings
 
 ENTRY_POINT_GROUP = "slimkit.passes"
 
+# The order in which a searched chain applies techniques: remove units (structure), recover from that by
+# distillation (recover, only after structure), factorize layers, share weights (share), then lower the
+# precision (quantize). Format conversions are placed by the search between them where kinds require.
+SEARCH_STAGES = ("structure", "recover", "factorize", "share", "quantize")
+
 
 @dataclass
 class Context:
@@ -111,6 +116,13 @@ class Pass:
     # such a model (quantizing twice only adds error). The pipeline refuses the second before any work.
     quantizes: ClassVar[bool] = False
     needs_float: ClassVar[bool] = False
+    # The search (`slimkit.searching`): the stage of a searched chain this pass can fill (one of SEARCH_STAGES;
+    # None keeps it out), the config it starts from there (its `searchable` fields are then varied), passes
+    # that must run right before it, and whether it trains (such candidates are tried after the cheap ones).
+    search_stage: ClassVar[str | None] = None
+    search_config: ClassVar[dict[str, Any]] = {}
+    search_needs: ClassVar[tuple[str, ...]] = ()
+    search_trains: ClassVar[bool] = False
 
     def __init__(self, config: Mapping[str, Any] | PassConfig | None = None) -> None:
         self.config = make_config(self.name, self.Config, config)

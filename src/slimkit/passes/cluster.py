@@ -15,10 +15,10 @@ from typing import Any, Literal
 import numpy as np
 import onnx
 from onnx import numpy_helper
-from pydantic import field_validator
+from pydantic import Field, field_validator
 
 from slimkit.algorithms.kmeans1d import kmeans1d, kmeans1d_per_channel
-from slimkit.config import Alpha, ConfigError, NonNegative, Temperature
+from slimkit.config import Alpha, ConfigError, NonNegative, Temperature, searchable
 from slimkit.errors import SlimkitError
 from slimkit.models.base import ModelKind, OnnxModel, TorchModel, WorkingModel
 from slimkit.models.onnx_graph import copy_model, weight_layers
@@ -32,7 +32,7 @@ MAX_K = 256  # indices are stored in 8 bits (4 bits when k <= 16)
 
 
 class ClusterConfig(PassConfig):
-    k: int = 256
+    k: int = Field(256, json_schema_extra=searchable(choices=[16, 32, 64, 256]))
     init: Literal["optimal", "linear", "density", "kmeans++"] = "optimal"
     min_params: NonNegative = 4096
     # One codebook per output channel (K floats each): finer sharing, worth it for small K.
@@ -91,6 +91,7 @@ class Cluster(Pass):
     returns = None  # the kind it was given
     Config = ClusterConfig
     description = "k-means weight sharing (codebook + 8/4-bit indices in the file)"
+    search_stage = "share"
 
     def data_use(self) -> frozenset[str]:
         return frozenset({"train"}) if self.config.train is not None else frozenset()

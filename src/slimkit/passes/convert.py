@@ -13,6 +13,7 @@ from typing import Literal
 import numpy as np
 from pydantic import Field
 
+from slimkit.config import searchable
 from slimkit.errors import SlimkitError, first_line
 from slimkit.formats.tflite import KIND as TFLITE_KIND
 from slimkit.formats.tflite import convert_from_torch
@@ -226,7 +227,7 @@ class ToOpenVinoConfig(PassConfig):
     compress_to_fp16: bool = False
     # Inference precision, stored in the IR: auto = the fastest the CPU runs natively (bf16 with AMX or
     # AVX-512 BF16, else f32; see slimkit.hardware). f32 keeps exact f32 numerics.
-    precision: Literal["auto", "f32", "bf16", "f16"] = "auto"
+    precision: Literal["auto", "f32", "bf16", "f16"] = Field("auto", json_schema_extra=searchable(choices=["auto", "f32", "bf16"]))
 
 
 @register
@@ -266,7 +267,7 @@ class ToOpenVino(Pass):
 class ToTfliteConfig(PassConfig):
     # fp16: weights stored as float16 (ai-edge-quantizer's float casting, what the TFLite converter's
     # `supported_types = [tf.float16]` does); compute stays float32.
-    precision: Literal["fp32", "fp16"] = "fp32"
+    precision: Literal["fp32", "fp16"] = Field("fp32", json_schema_extra=searchable(choices=["fp32", "fp16"]))
 
 
 @register

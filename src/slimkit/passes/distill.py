@@ -9,7 +9,9 @@ from __future__ import annotations
 import copy
 from typing import Literal
 
-from slimkit.config import Alpha, Temperature
+from pydantic import Field
+
+from slimkit.config import Alpha, Temperature, searchable
 from slimkit.errors import SlimkitError
 from slimkit.models.base import ModelKind, TorchModel, WorkingModel
 from slimkit.passes.base import Context, Pass, PassConfig, PassResult, register
@@ -21,7 +23,7 @@ class DistillConfig(PassConfig):
     student: str | None = None
     teacher: Literal["original", "input"] = "original"
     alpha: Alpha = None  # None: 0.5 with labels on a classifier, else 0 (teacher only)
-    temperature: Temperature = 4.0
+    temperature: Temperature = Field(4.0, json_schema_extra=searchable(choices=[2.0, 4.0, 8.0]))
     train: TrainConfig = TrainConfig(epochs=10, lr=1e-3)
 
 
@@ -32,6 +34,9 @@ class Distill(Pass):
     returns = ModelKind.TORCH
     Config = DistillConfig
     description = "knowledge distillation into the model (or a given student) from the original"
+    search_stage = "recover"  # the searched chain's recovery after structured pruning
+    search_trains = True
+    search_config = {"train": {"epochs": 5, "lr": 1e-3}}
 
     def data_use(self) -> frozenset[str]:
         return frozenset({"train"})

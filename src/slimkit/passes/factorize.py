@@ -13,7 +13,7 @@ from typing import Any, Literal
 import numpy as np
 import onnx
 from onnx import helper, numpy_helper
-from pydantic import model_validator
+from pydantic import Field, model_validator
 
 from slimkit.algorithms.lowrank import (
     max_useful_rank,
@@ -24,7 +24,7 @@ from slimkit.algorithms.lowrank import (
     singular_values,
 )
 from slimkit.algorithms.lowrank import truncated_svd as svd_factors
-from slimkit.config import Alpha, AtLeastOne, ConfigError, Cosine, NonNegative, Temperature
+from slimkit.config import Alpha, AtLeastOne, ConfigError, Cosine, NonNegative, Temperature, searchable
 from slimkit.errors import SlimkitError
 from slimkit.models.base import ModelKind, OnnxModel, TorchModel, WorkingModel
 from slimkit.models.onnx_graph import attribute, copy_model, gemm_to_matmul, weight_layers
@@ -38,7 +38,7 @@ from slimkit.train import TrainConfig
 
 class FactorizeConfig(PassConfig):
     method: Literal["svd", "nmf"] = "svd"
-    energy: float | None = None  # keep this fraction of Σs² per layer
+    energy: float | None = Field(None, json_schema_extra=searchable(choices=[0.9, 0.95, 0.98, 0.99]))  # keep this fraction of Σs² per layer
     ratio: float | None = None  # parameters of the factorized layer relative to the original
     rank: AtLeastOne | None = None  # a fixed rank for every layer
     # Data-aware sensitivity search: per layer, the smallest rank keeping the layer's output cosine on
@@ -99,6 +99,8 @@ class Factorize(Pass):
     returns = None  # the kind it was given
     Config = FactorizeConfig
     description = "low-rank SVD / NMF of Linear/MatMul/Gemm and Conv weights"
+    search_stage = "factorize"
+    search_config = {"method": "svd"}
 
     def data_use(self) -> frozenset[str]:
         use = {"train"} if self.config.train is not None else set()

@@ -27,6 +27,7 @@ class Fp16(Pass):
     returns = ModelKind.ONNX
     Config = Fp16Config
     description = "fp32 -> fp16 weights and compute, fp32 I/O kept"
+    search_stage = "quantize"
     needs_float = True
 
     def run(self, model: WorkingModel, ctx: Context) -> PassResult:

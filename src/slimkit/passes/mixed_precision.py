@@ -102,6 +102,8 @@ class Int8Auto(Pass):
     returns = ModelKind.ONNX
     Config = AutoConfig
     description = "int8 with the most sensitive layers kept in float until --min-cosine / --max-drop holds"
+    search_stage = "quantize"  # its target is the search's floor
+    search_needs = ("transformer-fusion",)
     quantizes = True
     needs_float = True
 

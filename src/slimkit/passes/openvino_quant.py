@@ -14,7 +14,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import Field, model_validator
 
-from slimkit.config import ConfigError, is_power_of_two
+from slimkit.config import ConfigError, is_power_of_two, searchable
 from slimkit.errors import SlimkitError, require
 from slimkit.models.base import ModelKind, OpenVinoModel, WorkingModel
 from slimkit.passes.base import Context, Pass, PassConfig, PassResult, register
@@ -100,6 +100,7 @@ class OvInt8(Pass):
     returns = ModelKind.OPENVINO
     Config = OvInt8Config
     description = "OpenVINO int8 post-training quantization with NNCF, calibrated on --data"
+    search_stage = "quantize"
     quantizes = True
     needs_float = True
 
@@ -148,6 +149,7 @@ class OvInt8Auto(Pass):
     returns = ModelKind.OPENVINO
     Config = OvInt8AutoConfig
     description = "OpenVINO int8 with NNCF's accuracy control: sensitive layers back to float until the target holds"
+    search_stage = "quantize"  # its target is the search's floor
     quantizes = True
     needs_float = True
 
@@ -209,7 +211,7 @@ class OvInt8Auto(Pass):
 
 
 class OvWeightsConfig(PassConfig):
-    bits: Literal[4, 8] = 4
+    bits: Literal[4, 8] = Field(4, json_schema_extra=searchable(choices=[8, 4]))
     # Weights per scale: 32-128 for int4 (smaller groups are more faithful, larger ones faster); -1 = per channel.
     group_size: int = 128
     symmetric: bool = False
@@ -237,6 +239,7 @@ class OvWeights(Pass):
     returns = ModelKind.OPENVINO
     Config = OvWeightsConfig
     description = "OpenVINO int8 / int4 weight compression with NNCF (data-free)"
+    search_stage = "quantize"
     quantizes = True
     needs_float = True
 

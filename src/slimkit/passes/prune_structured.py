@@ -9,9 +9,9 @@ from __future__ import annotations
 import copy
 from typing import Any, Literal
 
-from pydantic import model_validator
+from pydantic import Field, model_validator
 
-from slimkit.config import Alpha, AtLeastOne, ConfigError, Temperature
+from slimkit.config import Alpha, AtLeastOne, ConfigError, Temperature, searchable
 from slimkit.errors import SlimkitError
 from slimkit.models.base import ModelKind, TorchModel, WorkingModel
 from slimkit.passes.base import Context, Pass, PassConfig, PassResult, register
@@ -19,7 +19,7 @@ from slimkit.train import TrainConfig
 
 
 class PruneStructuredConfig(PassConfig):
-    ratio: float = 0.5  # fraction of the units removed in every pruned layer, in [0, 1)
+    ratio: float = Field(0.5, json_schema_extra=searchable(low=0.1, high=0.5, step=0.1))  # fraction of the units removed in every pruned layer, in [0, 1)
     target: Literal["channels", "heads", "mlp", "all"] = "channels"
     importance: Literal["l2", "l1", "activation"] = "l2"
     ignore: list[str] = []  # module-name patterns (fnmatch) never pruned
@@ -51,6 +51,9 @@ class PruneStructured(Pass):
     returns = None
     Config = PruneStructuredConfig
     description = "structured pruning (channels, FFN neurons, attention heads) with torch-pruning"
+    search_stage = "structure"
+    search_trains = True
+    search_config = {"round_to": 8, "train": {"epochs": 5, "lr": 1e-3}}
 
     def data_use(self) -> frozenset[str]:
         use = {"train"} if self.config.train is not None else set()

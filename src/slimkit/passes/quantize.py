@@ -21,7 +21,7 @@ from typing import Literal
 import onnx
 from pydantic import Field, field_validator
 
-from slimkit.config import ConfigError, is_power_of_two
+from slimkit.config import ConfigError, is_power_of_two, searchable
 from slimkit.errors import SlimkitError, describe, raised_by_library
 from slimkit.models.base import ModelKind, OnnxModel, WorkingModel, save_onnx
 from slimkit.models.onnx_checks import refuse_nonfinite_weights
@@ -121,7 +121,7 @@ def float_ops_left(proto: onnx.ModelProto, quantizable: set[str]) -> list[str]:
 
 
 class DynamicConfig(PassConfig):
-    per_channel: bool = True
+    per_channel: bool = Field(True, json_schema_extra=searchable(choices=[True, False]))
     reduce_range: bool | Literal["auto"] = "auto"
     op_types: list[str] = ["MatMul", "Attention", "Gather"]
     exclude: list[str] = []  # node names kept in float
@@ -135,6 +135,8 @@ class Int8Dynamic(Pass):
     returns = ModelKind.ONNX
     Config = DynamicConfig
     description = "int8 weights, activations quantized at run time (ONNX Runtime)"
+    search_stage = "quantize"
+    search_needs = ("transformer-fusion",)
     quantizes = True
     needs_float = True
 
@@ -173,7 +175,7 @@ def quantize_dynamic_proto(proto: onnx.ModelProto, config: DynamicConfig, reduce
 
 
 class StaticConfig(PassConfig):
-    calibration: Literal["minmax", "percentile", "entropy"] = "minmax"
+    calibration: Literal["minmax", "percentile", "entropy"] = Field("minmax", json_schema_extra=searchable(choices=["minmax", "percentile", "entropy"]))
     percentile: float = Field(99.999, gt=50, le=100)  # of |activations|, for calibration: percentile
     # auto: per-channel for Conv weights, per-tensor for Gemm/MatMul (ONNX Runtime only fuses a QDQ Gemm
     # into QGemm with per-tensor weights; per-channel ones leave a float Gemm behind DequantizeLinear).
@@ -192,6 +194,7 @@ class Int8Static(Pass):
     returns = ModelKind.ONNX
     Config = StaticConfig
     description = "int8 QDQ with activations calibrated on --data"
+    search_stage = "quantize"
     quantizes = True
     needs_float = True
 
@@ -313,8 +316,8 @@ def calibration_reader(model: OnnxModel, ctx: Context, max_samples: int) -> _Rea
 
 
 class WeightOnlyConfig(PassConfig):
-    bits: Literal[4, 8] = 4
-    block_size: int = 32  # weights per scale: a power of two >= 16
+    bits: Literal[4, 8] = Field(4, json_schema_extra=searchable(choices=[8, 4]))
+    block_size: int = Field(32, json_schema_extra=searchable(choices=[32, 128]))  # weights per scale: a power of two >= 16
     symmetric: bool = True
     # 4 = int8 compute for MatMulNBits (faster on CPU), 0 = unset (fp32 compute).
     accuracy_level: Literal[0, 1, 2, 3, 4] = 4
@@ -337,6 +340,7 @@ class WeightOnly(Pass):
     returns = ModelKind.ONNX
     Config = WeightOnlyConfig
     description = "block-wise int4/int8 weights for MatMul (MatMulNBits) and embeddings"
+    search_stage = "quantize"
     quantizes = True
     needs_float = True
 
