@@ -115,9 +115,14 @@ def search(
         runtimes = [r.strip() for r in runtimes.split(",") if r.strip()]
     formats = runtime_formats(runtimes)
     folder = Path(output)
-    _prepare_folder(folder, resume=resume, inputs=[Path(model)] if isinstance(model, str | Path) else [])
+    _check_folder(folder, resume=resume, inputs=[Path(model)] if isinstance(model, str | Path) else [])
     optuna = import_optuna()
     runner = make_executor(executor, address=address, workers=workers, threads=settings.threads)  # before any work
+    try:
+        _make_folder(folder)
+    except BaseException:
+        runner.close()
+        raise
     timings: dict[str, float] = {}
     try:
         from slimkit.formats import load
@@ -217,8 +222,8 @@ def _budget(trials: int | None, minutes: float | None) -> tuple[int | None, floa
     return trials, minutes
 
 
-def _prepare_folder(folder: Path, *, resume: bool, inputs: list[Path]) -> None:
-    """The output folder exists and is writable; a new search never writes over files it did not make."""
+def _check_folder(folder: Path, *, resume: bool, inputs: list[Path]) -> None:
+    """A new search never writes over files it did not make, nor into the model's own folder."""
     from slimkit.artifacts import check_not_input
 
     check_not_input(folder, [p for p in inputs if len(str(p)) < 4096 and p.exists()])
@@ -228,6 +233,9 @@ def _prepare_folder(folder: Path, *, resume: bool, inputs: list[Path]) -> None:
         if store_path(folder).exists():
             raise SlimkitError(f"{folder} already holds a search", "add --resume to continue it, or give a new -o")
         raise SlimkitError(f"{folder} is not empty", "give a new or empty folder for the search (nothing was changed)")
+
+
+def _make_folder(folder: Path) -> None:
     try:
         folder.mkdir(parents=True, exist_ok=True)
         probe = folder / ".slimkit-write-test"
@@ -402,6 +410,10 @@ class _Loop:
                     skips += 1
                     continue
                 skips = 0
+                twin = self._twin(trial)
+                if twin is not None:  # the sampler proposed a candidate already measured: reuse its figures
+                    self._copy(trial, twin)
+                    continue
                 self.say(f"trial {trial.number}: {spec.label}")
                 self.in_flight[trial.number] = (trial, spec, time.perf_counter())
                 self.runner.submit(spec, self._stop_rule(trial), self.folder / "trials" / f"{trial.number:04d}")
@@ -454,6 +466,30 @@ class _Loop:
             return trial.should_prune() or not floor.met(value)
 
         return stop
+
+    def _twin(self, trial) -> dict | None:
+        """A finished trial with exactly these parameters (TPE may propose one again), or None."""
+        params = dict(trial.params)
+        for record in all_records(self.study):
+            if record.get("counted") and record.get("params") == params and record["number"] != trial.number:
+                return record
+        in_flight = [t for t, _s, _w in self.in_flight.values() if dict(t.params) == params]
+        return {"number": in_flight[0].number, "state": "running"} if in_flight else None
+
+    def _copy(self, trial, twin: dict) -> None:
+        """Tell the sampler the twin's result again (not counted against the budget, nothing re-run)."""
+        tick = time.perf_counter()
+        record = {"number": trial.number, "state": "skipped", "counted": False, "params": dict(trial.params),
+                  "pruned_reason": f"same candidate as trial {twin['number']}"}
+        trial.set_user_attr(RECORD, record)
+        frozen = self.study.get_trials(deepcopy=False)[twin["number"]] if twin.get("state") != "running" else None
+        if frozen is not None and frozen.values and twin.get("state") == "complete":
+            for key, value in frozen.constraints.items():
+                trial.set_constraint(key, value)
+            self.study.tell(trial, list(frozen.values))
+        else:
+            self.study.tell(trial, state=self.optuna.trial.TrialState.PRUNED)
+        self.timings["store_s"] += time.perf_counter() - tick
 
     def _skip(self, trial, why: str, chain: Chain | None) -> None:
         tick = time.perf_counter()

@@ -181,16 +181,17 @@ def annotate(records: list[dict]) -> list[dict]:
     return out
 
 
-def ranked_finalists(records: Sequence[dict], objective: str, limit: int = 6) -> list[dict]:
-    """The trials re-measured at the end: the Pareto front's best by the objective, and the best overall."""
-    best, _ = best_so_far(records, objective)
+def ranked_finalists(records: Sequence[dict], objective: str, limit: int = 8) -> list[dict]:
+    """The trials re-measured at the end: the best few by the objective among those meeting the floor (per-trial
+    timings are noisy, so the runners-up get a second look), the rest of the Pareto front, and the best."""
+    feasible = [r for r in measured(records) if r["validation"].get("meets_floor")]
+    feasible.sort(key=lambda r: (score(r["validation"], objective), r["number"]))
     front = set(pareto_front(records))
-    pool = [r for r in measured(records) if r["number"] in front]
-    pool.sort(key=lambda r: (score(r["validation"], objective), r["number"]))
-    chosen = pool[:limit]
+    chosen = feasible[:3] + [r for r in feasible[3:] if r["number"] in front]
+    best, _ = best_so_far(records, objective)
     if best is not None and all(r["number"] != best["number"] for r in chosen):
-        chosen = [best, *chosen[:limit - 1]]
-    return chosen
+        chosen = [best, *chosen]
+    return chosen[:limit]
 
 
 __all__ = ["annotate", "best_so_far", "describe", "flags_of", "measured", "objective_values", "pareto_front",

@@ -46,7 +46,8 @@ code, .mono { font-family:SFMono-Regular,Menlo,Consolas,monospace; font-size:12.
 .badge { display:inline-block; padding:1px 8px; border-radius:10px; font-size:12px; margin:0 4px 2px 0; }
 .badge.yes { background:#e6fffa; color:var(--good); } .badge.no { background:#fff5f5; color:var(--bad); }
 .badge.flag { background:#fefcbf; color:#744210; } .badge.state { background:#f0f2f5; color:var(--muted); }
-.badge.complete { background:#ebf4ff; color:var(--accent); } .badge.failed { background:#fff5f5; color:var(--bad); }
+.badge.complete { background:#ebf4ff; color:var(--accent); }
+.badge.failed { background:#fff5f5; color:var(--bad); }
 .badge.pareto { background:#e9d8fd; color:#553c9a; }
 section.recommendation { border-left:5px solid var(--good); }
 section.recommendation.unmet { border-left-color:var(--bad); }
@@ -185,6 +186,12 @@ def _fmt_metric(value: Any, metric: str) -> str:
     return f"{100 * v:.2f}%" if metric == "accuracy" else f"{v:.4f}"
 
 
+def _span(pair: Any, fmt: Any) -> str:
+    """'lo–hi' of a two-item list (an IQR, a confidence interval), else a dash."""
+    pair = _list(pair)
+    return f"{fmt(pair[0])}–{fmt(pair[1])}" if len(pair) == 2 else DASH
+
+
 def _fmt_seconds(value: Any) -> str:
     s = _real(value)
     if s is None:
@@ -256,10 +263,16 @@ def _trials(report: dict) -> list[dict]:
     return [t for t in _list(report.get("trials")) if isinstance(t, dict)]
 
 
-def _pareto_numbers(report: dict) -> set:
-    numbers = {n for n in _list(report.get("pareto")) if isinstance(n, int) and not isinstance(n, bool)}
-    numbers |= {t.get("number") for t in _trials(report) if t.get("pareto") is True}
-    return numbers
+def _pareto_numbers(report: dict) -> set[int]:
+    """Trial numbers on the Pareto front: the report's `pareto` list and trials marked `pareto: true`."""
+    marked = [t.get("number") for t in _trials(report) if t.get("pareto") is True]
+    numbers = [*_list(report.get("pareto")), *marked]
+    return {n for n in numbers if isinstance(n, int) and not isinstance(n, bool)}
+
+
+def _on_front(trial: dict, front: set[int]) -> bool:
+    number = trial.get("number")
+    return isinstance(number, int) and number in front
 
 
 def _plottable(trial: dict, metric: str) -> bool:
@@ -346,68 +359,78 @@ def _measure_rows(metric: str) -> list[tuple[str, str, Any]]:
 
 
 def _side_by_side(validation: dict, final: dict, metric: str) -> str:
-    head = "<tr><th></th><th class='num'>validation</th><th class='num'>final (held-out)</th></tr>"
+    """The recommended trial's validation and final (held-out) figures in two columns (one when the final
+    measurement did not run)."""
+    columns = [(name, m) for name, m in (("validation", validation), ("final (held-out)", final)) if m]
+    head = "<tr><th></th>" + "".join(f"<th class='num'>{esc(name)}</th>" for name, _m in columns) + "</tr>"
     rows = []
     for key, heading, fmt in _measure_rows(metric):
         cells = []
-        for measure in (validation, final):
+        for _name, measure in columns:
             value = _metric_of(measure, metric) if key == metric else measure.get(key)
             text = _yes_no(value) if fmt is None else esc(fmt(value))
-            if key == "latency_ms" and len(_list(measure.get("latency_iqr_ms"))) == 2:
-                lo, hi = measure["latency_iqr_ms"]
-                text += f' <span class="muted small">(IQR {esc(_fmt_ms(lo))}–{esc(_fmt_ms(hi))})</span>'
-            if key == "accuracy" and len(_list(measure.get("accuracy_ci"))) == 2:
-                lo, hi = measure["accuracy_ci"]
-                text += (f' <span class="muted small">(95% CI {esc(_fmt_metric(lo, "accuracy"))}–'
-                         f'{esc(_fmt_metric(hi, "accuracy"))})</span>')
+            if key == "latency_ms" and measure.get("latency_iqr_ms"):
+                iqr = _span(measure["latency_iqr_ms"], _fmt_ms)
+                text += f' <span class="muted small">(IQR {esc(iqr)})</span>'
+            if key == "accuracy" and measure.get("accuracy_ci"):
+                ci = _span(measure["accuracy_ci"], lambda v: _fmt_metric(v, "accuracy"))
+                text += f' <span class="muted small">(95% CI {esc(ci)})</span>'
             cells.append(f"<td class='num'>{text}</td>")
         rows.append(f"<tr><th>{esc(heading)}</th>{''.join(cells)}</tr>")
     return f'<table class="side-by-side"><thead>{head}</thead><tbody>{"".join(rows)}</tbody></table>'
 
 
+def _closest_text(closest: Any, trials: list[dict]) -> str:
+    """'trial 7: OpenVINO int4 weights' from the recommendation's closest_trial (a number or a trial dict)."""
+    if isinstance(closest, dict):
+        label = _trial_label(closest)
+        return f"trial {closest['number']}: {label}" if closest.get("number") is not None else label
+    if closest is None:
+        return ""
+    match = next((t for t in trials if t.get("number") == closest), None)
+    return f"trial {closest}" + (f": {_trial_label(match)}" if match else "")
+
+
+def _no_recommendation(trials: list[dict]) -> str:
+    completed = [t for t in trials if t.get("state") == "complete"]
+    if not trials:
+        why = "No trial completed: the search ran no trial, so there is nothing to recommend."
+    elif not completed:
+        why = (f"No trial completed ({len(trials)} tried): there is nothing to recommend. "
+               "The trials table below says why each one failed or was pruned.")
+    elif not any(_dict(t.get("validation")).get("meets_floor") is True for t in completed):
+        why = f"No trial met the floor ({len(completed)} completed), and the search recommended none."
+    else:
+        why = f"This report holds no recommendation ({len(completed)} trials completed)."
+    body = f'<p class="label">No recommendation</p><p class="reason">{esc(why)}</p>'
+    return _section("Recommendation", body, "recommendation", "recommendation unmet")
+
+
 def _recommendation(report: dict) -> str:
     rec = _dict(report.get("recommendation"))
-    metric = _metric_name(report)
     trials = _trials(report)
-    completed = [t for t in trials if t.get("state") == "complete"]
-    if not rec or (rec.get("trial") is None and not rec.get("label") and not rec.get("shortfall")):
-        if not completed:
-            why = (f"No trial completed ({len(trials)} tried): there is nothing to recommend. "
-                   "The trials table below says why each one failed or was pruned.") if trials else \
-                "No trial completed: the search ran no trial, so there is nothing to recommend."
-        else:
-            why = "No trial met the floor, and the search recommended none."
-        return _section("Recommendation", f'<p class="label">No recommendation</p><p class="reason">{esc(why)}</p>',
-                        "recommendation", "recommendation unmet")
+    if not any(rec.get(k) is not None for k in ("trial", "label", "reason", "shortfall")):
+        return _no_recommendation(trials)
     trial = _recommended_trial(report) or {}
-    label = rec.get("label") or (trial and _trial_label(trial)) or "no trial"
+    label = rec.get("label") or (_trial_label(trial) if trial else "No recommendation")
+    number = rec.get("trial")
     met = rec.get("meets_floor")
-    parts = [f'<p class="label">{esc(label)}'
-             + (f' <span class="muted small">trial {esc(rec["trial"])}</span>' if rec.get("trial") is not None
-                else "") + "</p>"]
+    tag = f' <span class="muted small">trial {esc(number)}</span>' if number is not None else ""
+    parts = [f'<p class="label">{esc(label)}{tag}</p>']
     if rec.get("reason"):
         parts.append(f'<p class="reason">{esc(rec["reason"])}</p>')
     if met is False:
         lines = ["<strong>No trial met the floor.</strong>"]
         if rec.get("shortfall"):
             lines.append(esc(rec["shortfall"]))
-        closest = rec.get("closest_trial")
-        if isinstance(closest, dict):
-            closest_text = _trial_label(closest)
-            if closest.get("number") is not None:
-                closest_text = f"trial {closest['number']}: {closest_text}"
-        elif closest is not None:
-            match = next((t for t in trials if t.get("number") == closest), None)
-            closest_text = f"trial {closest}" + (f": {_trial_label(match)}" if match else "")
-        else:
-            closest_text = ""
-        if closest_text:
-            lines.append(f"Closest: {esc(closest_text)}")
+        closest = _closest_text(rec.get("closest_trial"), trials)
+        if closest:
+            lines.append(f"Closest: {esc(closest)}")
         parts.append(f'<div class="shortfall">{"<br>".join(lines)}</div>')
     validation = _dict(rec.get("validation")) or _dict(trial.get("validation"))
     final = _dict(rec.get("final")) or _dict(trial.get("final"))
     if validation or final:
-        parts.append(_side_by_side(validation, final, metric))
+        parts.append(_side_by_side(validation, final, _metric_name(report)))
     css = "recommendation" + (" unmet" if met is False else "")
     return _section("Recommendation", "".join(parts), "recommendation", css)
 
@@ -417,7 +440,8 @@ def _hover(label: str, number: Any, measure: dict, metric: str, flags: list) -> 
     lines = [f"<b>{esc(label)}</b>" + (f" (trial {esc(number)})" if number is not None else ""),
              f"latency p50: {esc(_fmt_ms(measure.get('latency_ms')))} ms",
              f"speed-up: {esc(_fmt_ratio(measure.get('speedup')))}",
-             f"size: {esc(_fmt_bytes(measure.get('size_bytes')))} ({esc(_fmt_ratio(measure.get('size_ratio')))})",
+             f"size: {esc(_fmt_bytes(measure.get('size_bytes')))} "
+             f"({esc(_fmt_ratio(measure.get('size_ratio')))})",
              f"{esc(metric)}: {esc(_fmt_metric(_metric_of(measure, metric), metric))}"]
     if flags:
         lines.append("flags: " + esc(", ".join(str(f) for f in flags)))
@@ -425,7 +449,7 @@ def _hover(label: str, number: Any, measure: dict, metric: str, flags: list) -> 
 
 
 def _marker_size(size_bytes: Any, largest: float) -> float:
-    """Marker diameter in px, its area proportional to the artifact's size (8 px for tiny, 32 px the largest)."""
+    """Marker diameter in px, its area following the artifact's size (8 px for tiny, 32 px the largest)."""
     size = _real(size_bytes)
     if size is None or largest <= 0:
         return 10.0
@@ -455,48 +479,55 @@ def _pareto_figure(report: dict, go: Any) -> Any | None:
                   for t, m in zip(trials, measures, strict=True)],
             hovertemplate="%{text}<extra></extra>")
 
-    on_front = sorted((t for t in plotted if t.get("number") in front),
+    on_front = sorted((t for t in plotted if _on_front(t, front)),
                       key=lambda t: t["validation"]["latency_ms"])
-    others = [t for t in plotted if t.get("number") not in front]
+    others = [t for t in plotted if not _on_front(t, front)]
     fig = go.Figure()
     if on_front:
         fig.add_trace(trace(on_front, "Pareto front", "#6b46c1", line=True))
     if others:
         fig.add_trace(trace(others, "other completed trials", "#3e6fb0"))
-    if _real(baseline.get("latency_ms")) is not None and _real(_metric_of(baseline, metric)) is not None:
+    has_baseline = (_real(baseline.get("latency_ms")) is not None
+                    and _real(_metric_of(baseline, metric)) is not None)
+    if has_baseline:
         label = baseline.get("label") or "baseline"
         fig.add_trace(go.Scatter(
             x=[baseline["latency_ms"]], y=[_metric_of(baseline, metric)], mode="markers", name="baseline",
-            marker={"symbol": "x", "color": "#616e7c", "size": _marker_size(baseline.get("size_bytes"), largest),
-                    "line": {"width": 1, "color": "#616e7c"}},
-            text=[_hover(f"baseline: {label}", None, baseline, metric, [])], hovertemplate="%{text}<extra></extra>"))
+            marker={"symbol": "x", "color": "#616e7c", "line": {"width": 1, "color": "#616e7c"},
+                    "size": _marker_size(baseline.get("size_bytes"), largest)},
+            text=[_hover(f"baseline: {label}", None, baseline, metric, [])],
+            hovertemplate="%{text}<extra></extra>"))
     rec = _recommended_trial(report)
     if rec is not None and _plottable(rec, metric):
         measure = _dict(rec["validation"])
         x, y = measure["latency_ms"], _metric_of(measure, metric)
         fig.add_trace(go.Scatter(
             x=[x], y=[y], mode="markers", name="recommended",
-            marker={"symbol": "star", "size": 24, "color": "#ecc94b", "line": {"width": 1.5, "color": "#744210"}},
+            marker={"symbol": "star", "size": 24, "color": "#ecc94b",
+                    "line": {"width": 1.5, "color": "#744210"}},
             text=[_hover("recommended: " + _trial_label(rec), rec.get("number"), measure, metric,
                          _list(rec.get("flags")))],
             hovertemplate="%{text}<extra></extra>"))
-        fig.add_annotation(x=x, y=y, text=f"recommended: {esc(_trial_label(rec))}", showarrow=True, arrowhead=2,
-                           ax=40, ay=-40, bgcolor="rgba(255,255,255,0.85)", bordercolor="#744210",
-                           font={"size": 12})
+        fig.add_annotation(x=x, y=y, text=f"recommended: {esc(_trial_label(rec))}", showarrow=True,
+                           arrowhead=2, ax=40, ay=-40, bgcolor="rgba(255,255,255,0.85)",
+                           bordercolor="#744210", font={"size": 12})
     floor = _dict(report.get("floor"))
     threshold = _real(floor.get("threshold"))
     if threshold is not None:
         fig.add_shape(type="line", xref="paper", x0=0, x1=1, yref="y", y0=threshold, y1=threshold,
                       line={"color": "#c53030", "width": 2, "dash": "dash"}, name="floor")
-        fig.add_annotation(xref="paper", x=1, xanchor="right", y=threshold, yanchor="bottom", showarrow=False,
-                           text="floor " + esc(_fmt_metric(threshold, metric)), font={"color": "#c53030", "size": 12})
-    ys = [_metric_of(_dict(t["validation"]), metric) for t in plotted] + ([threshold] if threshold is not None else [])
+        fig.add_annotation(xref="paper", x=1, xanchor="right", y=threshold, yanchor="bottom",
+                           showarrow=False, text="floor " + esc(_fmt_metric(threshold, metric)),
+                           font={"color": "#c53030", "size": 12})
+    ys = [_metric_of(_dict(t["validation"]), metric) for t in plotted]
+    ys += [threshold] if threshold is not None else []
+    ys += [_metric_of(baseline, metric)] if has_baseline else []
     lo, hi = min(ys), max(ys)
     pad = (hi - lo) * 0.08 or 0.01
     fig.update_layout(
         height=520, margin={"l": 70, "r": 30, "t": 30, "b": 60}, template="plotly_white",
         xaxis={"title": {"text": "validation latency p50 (ms per sample)"}, "rangemode": "tozero"},
-        yaxis={"title": {"text": f"{metric} (validation)"}, "range": [lo - pad, hi + pad],
+        yaxis={"title": {"text": f"{esc(metric)} (validation)"}, "range": [lo - pad, hi + pad],
                "tickformat": ".1%" if metric == "accuracy" else ".4f"},
         legend={"orientation": "h", "y": -0.15}, hoverlabel={"align": "left"})
     return fig
@@ -504,55 +535,63 @@ def _pareto_figure(report: dict, go: Any) -> Any | None:
 
 def _pareto(report: dict, charts: _Charts) -> str:
     fig = _pareto_figure(report, charts.go)
-    note = ('<p class="muted small">Each point is a completed trial; marker area follows the artifact\'s size. '
-            "The dashed red line is the floor; the star is the recommended trial. Failed and pruned trials "
-            "are not plotted.</p>")
     if fig is None:
         return _section("Pareto chart", '<p class="muted">No completed trial with validation measurements: '
                         "nothing to plot.</p>", "pareto")
-    return _section("Pareto chart: latency vs " + _metric_name(report), note + charts.html(fig, "pareto-chart"),
-                    "pareto")
+    note = ('<p class="muted small">Each point is a completed trial; marker area follows the artifact\'s '
+            "size. The dashed red line is the floor; the star is the recommended trial. Failed and pruned "
+            "trials are not plotted.</p>")
+    title = "Pareto chart: latency vs " + _metric_name(report)
+    return _section(title, note + charts.html(fig, "pareto-chart"), "pareto")
 
 
 _TRIAL_COLUMNS: tuple[tuple[str, str, bool], ...] = (
-    ("number", "#", True), ("state", "state", False), ("label", "trial", False), ("runtime", "runtime", False),
+    ("number", "#", True), ("state", "state", False), ("label", "trial", False),
+    ("runtime", "runtime", False),
     ("latency_ms", "latency p50 ms", True), ("speedup", "speed-up", True), ("size_bytes", "size", True),
     ("size_ratio", "size ratio", True), ("metric", "metric", True), ("meets_floor", "meets floor", False),
     ("flags", "flags", False), ("duration_s", "duration", True), ("error", "error / pruned reason", False),
 )
 
 
+def _num_cell(value: Any, text: str) -> str:
+    """A right-aligned cell showing `text`, sorted by `value` (blank data-sort when it is not a figure)."""
+    return f"<td class='num'{_sort_attr(value)}>{esc(text)}</td>"
+
+
 def _trial_row(trial: dict, metric: str, front: set, recommended: Any) -> str:
     measure = _dict(trial.get("validation"))
     number = trial.get("number")
     state = str(trial.get("state") or "?")
+    is_recommended = recommended is not None and number == recommended
     label = esc(_trial_label(trial))
     chain = trial.get("chain")
     if chain and str(chain) != _trial_label(trial):
         label += f'<br><span class="mono muted small">{esc(chain)}</span>'
-    if number in front:
+    if _on_front(trial, front):
         label += ' <span class="badge pareto">Pareto</span>'
-    if recommended is not None and number == recommended:
+    if is_recommended:
         label += ' <span class="badge yes">recommended</span>'
     flags = "".join(f'<span class="badge flag">{esc(f)}</span>' for f in _list(trial.get("flags"))) or DASH
     why = trial.get("error") or trial.get("pruned_reason")
     metric_value = _metric_of(measure, metric)
+    state_css = state if state in ("complete", "failed") else "state"
     cells = [
-        f"<td class='num'{_sort_attr(number)}>{esc(number if number is not None else DASH)}</td>",
-        f"<td><span class='badge {esc(state) if state in ('complete', 'failed') else 'state'}'>{esc(state)}</span></td>",
+        _num_cell(number, DASH if number is None else str(number)),
+        f"<td><span class='badge {esc(state_css)}'>{esc(state)}</span></td>",
         f"<td class='trial'>{label}</td>",
         f"<td>{esc(trial.get('runtime') or DASH)}</td>",
-        f"<td class='num'{_sort_attr(measure.get('latency_ms'))}>{esc(_fmt_ms(measure.get('latency_ms')))}</td>",
-        f"<td class='num'{_sort_attr(measure.get('speedup'))}>{esc(_fmt_ratio(measure.get('speedup')))}</td>",
-        f"<td class='num'{_sort_attr(measure.get('size_bytes'))}>{esc(_fmt_bytes(measure.get('size_bytes')))}</td>",
-        f"<td class='num'{_sort_attr(measure.get('size_ratio'))}>{esc(_fmt_ratio(measure.get('size_ratio')))}</td>",
-        f"<td class='num'{_sort_attr(metric_value)}>{esc(_fmt_metric(metric_value, metric))}</td>",
+        _num_cell(measure.get("latency_ms"), _fmt_ms(measure.get("latency_ms"))),
+        _num_cell(measure.get("speedup"), _fmt_ratio(measure.get("speedup"))),
+        _num_cell(measure.get("size_bytes"), _fmt_bytes(measure.get("size_bytes"))),
+        _num_cell(measure.get("size_ratio"), _fmt_ratio(measure.get("size_ratio"))),
+        _num_cell(metric_value, _fmt_metric(metric_value, metric)),
         f"<td>{_yes_no(measure.get('meets_floor'))}</td>",
         f"<td>{flags}</td>",
-        f"<td class='num'{_sort_attr(trial.get('duration_s'))}>{esc(_fmt_seconds(trial.get('duration_s')))}</td>",
+        _num_cell(trial.get("duration_s"), _fmt_seconds(trial.get("duration_s"))),
         f"<td class='error'>{esc(why)}</td>" if why else f"<td>{DASH}</td>",
     ]
-    css = ' class="recommended"' if recommended is not None and number == recommended else ""
+    css = ' class="recommended"' if is_recommended else ""
     return f"<tr{css}>{''.join(cells)}</tr>"
 
 
@@ -574,7 +613,8 @@ def _trials_table(report: dict) -> str:
     summary = ", ".join(f"{n} {esc(s)}" for s, n in counts.items())
     note = (f'<p class="muted small">{len(trials)} trials ({summary}). Figures are on validation data. '
             "Click a column header to sort.</p>")
-    table = f'<table id="trials-table" class="sortable"><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>'
+    table = (f'<table id="trials-table" class="sortable"><thead><tr>{head}</tr></thead>'
+             f"<tbody>{rows}</tbody></table>")
     return _section("Trials", note + f'<div class="scroll">{table}</div>', "trials")
 
 
@@ -599,35 +639,40 @@ def _final_measurement(report: dict) -> str:
     for e in entries:
         iqr = _list(e.get("latency_iqr_ms"))
         ci = _list(e.get("accuracy_ci"))
-        accuracy = e.get("accuracy") if e.get("accuracy") is not None else (
-            e.get("metric") if metric == "accuracy" else None)
-        cosine = e.get("cosine") if e.get("cosine") is not None else (e.get("metric") if metric == "cosine" else None)
+        accuracy, cosine = e.get("accuracy"), e.get("cosine")
+        if metric == "accuracy" and accuracy is None:
+            accuracy = e.get("metric")
+        if metric == "cosine" and cosine is None:
+            cosine = e.get("metric")
         rows.append(
             f"<tr><td>{esc(e.get('label') or DASH)}</td>"
             f"<td class='num'>{esc(e['trial']) if e.get('trial') is not None else DASH}</td>"
             f"<td class='num'>{esc(_fmt_ms(e.get('latency_ms')))}</td>"
-            f"<td class='num'>{esc(_fmt_ms(iqr[0]) + '–' + _fmt_ms(iqr[1])) if len(iqr) == 2 else DASH}</td>"
+            f"<td class='num'>{esc(_span(iqr, _fmt_ms))}</td>"
             f"<td class='num'>{esc(_fmt_ratio(e.get('speedup')))}</td>"
             f"<td class='num'>{esc(_fmt_bytes(e.get('size_bytes')))}</td>"
             f"<td class='num'>{esc(_fmt_ratio(e.get('size_ratio')))}</td>"
             f"<td class='num'>{esc(_fmt_metric(accuracy, 'accuracy'))}</td>"
-            f"<td class='num'>{esc(_fmt_metric(ci[0], 'accuracy') + '–' + _fmt_metric(ci[1], 'accuracy')) if len(ci) == 2 else DASH}</td>"
+            f"<td class='num'>{esc(_span(ci, lambda v: _fmt_metric(v, 'accuracy')))}</td>"
             f"<td class='num'>{esc(_fmt_metric(cosine, 'cosine'))}</td>"
             f"<td>{_yes_no(e.get('meets_floor'))}</td></tr>")
     intro = f'<p class="muted small">{"; ".join(note)}.</p>' if note else ""
     table = f'<table id="final-table"><thead>{head}</thead><tbody>{"".join(rows)}</tbody></table>'
-    return _section("Final measurement (held-out data)", intro + f'<div class="scroll">{table}</div>', "final")
+    body = intro + f'<div class="scroll">{table}</div>'
+    return _section("Final measurement (held-out data)", body, "final")
 
 
 def _sensitivity(report: dict) -> str:
     rows = [r for r in _list(report.get("sensitivity")) if isinstance(r, dict)]
     if not rows:
-        return _section("Layer sensitivity", '<p class="muted">No sensitivity table: no trial needed one (it is '
-                        "built when a technique keeps its most sensitive layers in float).</p>", "sensitivity")
+        why = ("No sensitivity table: no trial needed one (it is built when a technique keeps its most "
+               "sensitive layers in float).")
+        return _section("Layer sensitivity", f'<p class="muted">{esc(why)}</p>', "sensitivity")
     keys = [k for k in ("layer", "cosine", "kept_float") if any(k in r for r in rows)]
     for r in rows:  # any further columns the search recorded, in first-seen order
         keys += [k for k in r if k not in keys]
-    head = "".join(f"<th{' class=num' if k == 'cosine' else ''}>{esc(k.replace('_', ' '))}</th>" for k in keys)
+    head = "".join(f"<th class='num'>{esc(k)}</th>" if k == "cosine"
+                   else f"<th>{esc(k.replace('_', ' '))}</th>" for k in keys)
     body = []
     for r in rows:
         cells = []
@@ -640,9 +685,10 @@ def _sensitivity(report: dict) -> str:
             else:
                 cells.append(f"<td>{_inline(v)}</td>")
         body.append(f"<tr>{''.join(cells)}</tr>")
-    note = ('<p class="muted small">Output cosine against the float model when only this layer is compressed; '
-            "the lowest are the most sensitive.</p>")
-    table = f'<table id="sensitivity-table"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>'
+    note = ('<p class="muted small">Output cosine against the float model when only this layer is '
+            "compressed; the lowest are the most sensitive.</p>")
+    table = (f'<table id="sensitivity-table"><thead><tr>{head}</tr></thead>'
+             f'<tbody>{"".join(body)}</tbody></table>')
     return _section("Layer sensitivity", note + f'<div class="scroll">{table}</div>', "sensitivity")
 
 
@@ -660,7 +706,9 @@ def _histogram_figure(entry: dict, go: Any) -> Any | None:
             fig.add_trace(go.Bar(x=centers, y=[_real(c) or 0 for c in counts], width=widths, name=name,
                                  marker={"color": color}, opacity=0.6,
                                  hovertemplate=f"{name}: %{{y}} weights near %{{x:.4g}}<extra></extra>"))
-    title = str(entry.get("layer") or "weights") + (f" ({entry['technique']})" if entry.get("technique") else "")
+    title = str(entry.get("layer") or "weights")
+    if entry.get("technique"):
+        title += f" ({entry['technique']})"
     fig.update_layout(barmode="overlay", bargap=0, height=300, template="plotly_white",
                       title={"text": esc(title), "font": {"size": 13}},
                       margin={"l": 50, "r": 20, "t": 40, "b": 40}, legend={"orientation": "h", "y": -0.2},
@@ -689,16 +737,17 @@ def _environment(report: dict) -> str:
     if not env:
         return _section("Environment", '<p class="muted">Not recorded.</p>', "environment")
     rows = []
-    for key, title in (("cpu_model", "CPU"), ("logical_cores", "logical cores"), ("threads", "threads"),
-                       ("python", "Python"), ("platform", "platform")):
+    known = {"cpu_model": "CPU", "logical_cores": "logical cores", "threads": "threads", "python": "Python",
+             "platform": "platform"}
+    for key, title in known.items():
         if env.get(key) is not None:
             rows.append((title, esc(env[key])))
-    flags = _list(env.get("cpu_flags"))
+    flags = env.get("cpu_flags")
     if flags:
-        rows.append(("CPU features", '<div class="flags-list mono">' + esc(" ".join(str(f) for f in flags))
-                     + "</div>"))
-    for key, value in env.items():
-        if key not in {"cpu_model", "logical_cores", "threads", "python", "platform", "cpu_flags", "packages"}:
+        text = " ".join(str(f) for f in flags) if isinstance(flags, list) else str(flags)
+        rows.append(("CPU features", f'<div class="flags-list mono">{esc(text)}</div>'))
+    for key, value in env.items():  # anything else the search recorded
+        if key not in known and key not in ("cpu_flags", "packages"):
             rows.append((str(key).replace("_", " "), _inline(value)))
     packages = _dict(env.get("packages"))
     body = _kv_table(rows)
@@ -726,12 +775,13 @@ def _overhead(report: dict) -> str:
         rows += [("search wall time", esc(_fmt_seconds(over.get("wall_s")))),
                  ("time in trials", esc(_fmt_seconds(over.get("trials_s"))))]
         fraction = _real(over.get("fraction"))
-        rows.append(("search overhead", esc(f"{100 * fraction:.1f}% of the wall time" if fraction is not None
-                                            else DASH)))
+        share = DASH if fraction is None else f"{100 * fraction:.1f}% of the wall time"
+        rows.append(("search overhead", esc(share)))
     if baseline:
-        rows.append(("baseline", esc(
-            f"{baseline.get('label') or 'baseline'}: {_fmt_ms(baseline.get('latency_ms'))} ms, "
-            f"{_fmt_bytes(baseline.get('size_bytes'))}, {metric} {_fmt_metric(_metric_of(baseline, metric), metric)}")))
+        figures = (f"{baseline.get('label') or 'baseline'}: {_fmt_ms(baseline.get('latency_ms'))} ms, "
+                   f"{_fmt_bytes(baseline.get('size_bytes'))}, "
+                   f"{metric} {_fmt_metric(_metric_of(baseline, metric), metric)}")
+        rows.append(("baseline", esc(figures)))
     if not rows:
         return _section("Overhead", '<p class="muted">Not recorded.</p>', "overhead")
     return _section("Overhead and baseline", _kv_table(rows), "overhead")
