@@ -159,3 +159,27 @@ def test_model_layer_imports_nothing_above_it(module):
     forbidden = ("slimkit.passes", "slimkit.algorithms", "slimkit.evaluate", "slimkit.data_sources")
     assert not [m for m in imported if m.startswith(forbidden)]
     assert "onnx" in imported
+
+
+def test_sort_topologically_puts_producers_first_and_keeps_a_sorted_graph():
+    import onnx
+    from onnx import TensorProto, helper
+
+    from slimkit.models.onnx_graph import sort_topologically
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])
+    late = helper.make_node("Relu", ["x"], ["h"], name="first")  # appended last, like the fp16 casts
+    reader = helper.make_node("Neg", ["h"], ["y"], name="second")
+    graph = helper.make_graph([reader, late], "g", [x], [y])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    try:
+        onnx.checker.check_model(model)
+        raise AssertionError("the checker should refuse the unsorted graph")
+    except onnx.checker.ValidationError:
+        pass
+    sort_topologically(model.graph)
+    assert [n.name for n in model.graph.node] == ["first", "second"]
+    onnx.checker.check_model(model)
+    sort_topologically(model.graph)  # already sorted: unchanged
+    assert [n.name for n in model.graph.node] == ["first", "second"]

@@ -139,3 +139,41 @@ def remove_unused_initializers(proto: onnx.ModelProto) -> None:
     keep = [t for t in proto.graph.initializer if t.name in used]
     del proto.graph.initializer[:]
     proto.graph.initializer.extend(keep)
+
+
+def sort_topologically(graph: onnx.GraphProto) -> None:
+    """Reorder `graph.node` in place so every node comes after the producers of its inputs (ONNX requires it;
+    ONNX Runtime's fp16 converter appends the input casts at the end). Stable: nodes already in order keep it.
+    A graph whose order cannot be resolved here (a node reading a name nothing produces) is left as it is."""
+    available = {i.name for i in graph.input} | {t.name for t in graph.initializer} | {""}
+    available |= {t.name for t in graph.sparse_initializer}
+    pending = list(graph.node)
+    needs = {id(n): set(n.input) | _outer_names(n) for n in pending}
+    ordered: list[onnx.NodeProto] = []
+    while pending:
+        ready = [n for n in pending if needs[id(n)] <= available]
+        if not ready:
+            return
+        ready_ids = {id(n) for n in ready}
+        pending = [n for n in pending if id(n) not in ready_ids]
+        for node in ready:
+            ordered.append(node)
+            available.update(node.output)
+    copies = [onnx.NodeProto() for _ in ordered]
+    for copy, node in zip(copies, ordered, strict=True):
+        copy.CopyFrom(node)
+    del graph.node[:]
+    graph.node.extend(copies)
+
+
+def _outer_names(node: onnx.NodeProto) -> set[str]:
+    """Names a node's subgraphs (If / Loop / Scan bodies) read from the enclosing graph."""
+    names: set[str] = set()
+    for attr in node.attribute:
+        for sub in [attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs):
+            local = {i.name for i in sub.input} | {t.name for t in sub.initializer}
+            for inner in sub.node:
+                local.update(inner.output)
+            for inner in sub.node:
+                names.update(n for n in list(inner.input) + list(_outer_names(inner)) if n and n not in local)
+    return names

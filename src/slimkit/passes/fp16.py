@@ -9,7 +9,7 @@ from __future__ import annotations
 import warnings
 
 from slimkit.models.base import ModelKind, OnnxModel, WorkingModel
-from slimkit.models.onnx_graph import copy_model
+from slimkit.models.onnx_graph import copy_model, sort_topologically
 from slimkit.passes.base import Context, Pass, PassConfig, PassResult, register
 from slimkit.passes.quantize import refuse_quantized
 
@@ -42,6 +42,7 @@ class Fp16(Pass):
                 copy_model(model.proto), keep_io_types=self.config.keep_io_types, op_block_list=block,
                 disable_shape_infer=False,
             )
+        sort_topologically(converted.graph)  # the converter appends its input casts after their readers
         result = OnnxModel.from_proto(converted, like=model)
         result.ensure_file(ctx.scratch("fp16"))
         kept = sorted({n.op_type for n in converted.graph.node if n.op_type in block})
