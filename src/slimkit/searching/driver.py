@@ -138,7 +138,7 @@ def search(
             f"rank trials, final figures on {splits.record['evaluation']}")
         spec = WorldSpec(original, splits.fit, splits.validation, settings, rule, value, load_kwargs)
         world = build_world(spec)
-        runner.start(world, _portable(spec, original, executor))
+        runner.start(world, _portable(spec, model, original, executor))
         space = build_space(original.kind, formats)
         expected = {
             "store_version": STORE_VERSION,
@@ -188,10 +188,14 @@ def search(
     return SearchResult(folder, report, chosen, bool(rec.get("meets_floor")), records)
 
 
-def _portable(spec: WorldSpec, original: WorkingModel, executor: str) -> WorldSpec:
-    """The world as a worker on another process or node rebuilds it: the model by its path."""
+def _portable(spec: WorldSpec, given: Any, original: WorkingModel, executor: str) -> WorldSpec:
+    """The world as a worker in another process or on another node rebuilds it: the model as the user named it
+    (a path, or a package.module:factory reference with its load options), never a live object."""
     if executor == "local":
         return spec
+    if isinstance(given, str | Path):
+        path = Path(given)
+        return replace(spec, model=str(path.resolve()) if path.exists() else str(given))
     source = Path(str(original.source or ""))
     if not original.source or not source.exists():
         raise SlimkitError("--executor ray loads the model from its file in each worker, and this model has none",
@@ -351,8 +355,9 @@ def suggest_chain(trial, space: Space) -> tuple[Chain | None, dict[str, Any]]:
                 values[key] = trial.suggest_int(key, spec["low"], spec["high"], step=spec.get("step") or 1,
                                                 log=bool(spec.get("log")))
             else:
-                values[key] = trial.suggest_float(key, spec["low"], spec["high"], step=spec.get("step"),
-                                                  log=bool(spec.get("log")))
+                drawn = trial.suggest_float(key, spec["low"], spec["high"], step=spec.get("step"),
+                                            log=bool(spec.get("log")))
+                values[key] = float(f"{drawn:.10g}")  # 0.30000000000000004 (a stepped float) is 0.3
     return chain, values
 
 
