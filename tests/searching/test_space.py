@@ -79,14 +79,24 @@ def test_every_sampled_value_is_a_valid_config(torch_space):
     assert len(seen) > 10
 
 
-def test_cheap_candidates_come_first_and_never_train(torch_space):
+def test_cheap_candidates_come_first_and_training_ones_last(torch_space):
     params = cheap_first(torch_space)
-    chains = [torch_space.chain(p["format"], {"quantize": p[f"quantize.{p['format']}"]}) for p in params]
-    assert all(c is not None and not c.trains for c in chains)
+
+    def chain_of(p):
+        choice = {k.split(".", 1)[1]: v for k, v in p.items() if k.startswith("stage.")}
+        return torch_space.chain(p["format"], {**choice, "quantize": p[f"quantize.{p['format']}"]})
+
+    chains = [chain_of(p) for p in params]
+    assert all(c is not None for c in chains)
+    trains = [c.trains for c in chains]
+    assert any(trains) and trains == sorted(trains)  # every training candidate after every cheap one
     first_plain = next(i for i, p in enumerate(params) if p[f"quantize.{p['format']}"] == NONE)
     assert all(p[f"quantize.{p['format']}"] != NONE for p in params[:first_plain])
     precisions = {p.get("to-openvino.precision") for p in params if p["format"] == "openvino"}
     assert {"f32", "bf16"} <= precisions  # OpenVINO's precisions are tried early too
+    # each technique alone is among them, so the sampler starts from what every single recipe does
+    alone = {tuple(n for _s, n in c.stages) for c in chains if c.format == "onnx"}
+    assert {("factorize",), ("cluster",), ("prune-structured",), ("prune-structured", "distill")} <= alone
 
 
 class _HalveConfig(PassConfig):

@@ -293,7 +293,9 @@ def _recover_interrupted(study, optuna) -> int:
 def cheap_first(space: Space) -> list[dict[str, Any]]:
     """The candidates tried before the sampler takes over, cheapest likely winners first: each format's
     precision lowerings (int8 variants, fp16, OpenVINO and TFLite precisions), then its plain conversion at
-    each precision its converter offers. None trains."""
+    each precision its converter offers, then each other technique alone on the first format (ONNX Runtime),
+    at its start values: those that train last. Together they cover what every single built-in recipe does,
+    so the sampler starts from their figures and spends the rest of the budget on combinations."""
     quantized, plain = [], []
     for fmt in space.formats:
         for quant in space.quantizers[fmt]:
@@ -307,7 +309,18 @@ def cheap_first(space: Space) -> list[dict[str, Any]]:
             plain.append(base)
             for key, choices in _converter_choices(chain).items():
                 plain.extend({**base, key: c} for c in choices if c != base.get(key))
-    return quantized + plain
+    alone: list[tuple[bool, dict[str, Any]]] = []
+    fmt = space.formats[0]
+    choices = [{stage: name} for stage, names in space.stage_choices.items() if stage != "recover"
+               for name in names if name != NONE]
+    choices += [{"structure": s, "recover": r} for s in space.stage_choices.get("structure", ()) if s != NONE
+                for r in space.stage_choices.get("recover", ()) if r != NONE]
+    for choice in choices:
+        chain = space.chain(fmt, choice)
+        if chain is not None:
+            alone.append((chain.trains, {**_stage_params(space, fmt, choice), **default_values(chain)}))
+    alone.sort(key=lambda item: item[0])  # stable: the techniques that do not train first
+    return quantized + plain + [params for _trains, params in alone]
 
 
 def _converter_choices(chain: Chain) -> dict[str, list]:
