@@ -166,6 +166,7 @@ def search(
                 study.set_user_attr(key, attr)
             for params in cheap_first(space):
                 study.enqueue_trial(params)
+        study.set_user_attr("budget", {"trials": budget_trials, "minutes": budget_minutes})
         _save_baseline(folder, world)
         loop = _Loop(study, optuna, space, world, runner, folder, objective, budget_trials, budget_minutes, say,
                      seed, executor, splits, started)
