@@ -247,3 +247,28 @@ def _digits():
 
     x, y = digits_arrays("test")
     return x.astype(np.float32), y
+
+
+def test_the_real_report_opens_in_chromium_with_every_trial_drawn(finished):
+    from playwright.sync_api import sync_playwright
+
+    from tests.searching.test_report_html import _chromium
+
+    report = json.loads((finished / "report.json").read_text())
+    plotted = [t for t in report["trials"] if t["state"] == "complete" and (t.get("validation") or {}).get("latency_ms")]
+    errors: list[str] = []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=_chromium(), args=["--no-sandbox"])
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            page.on("console", lambda m: m.type == "error" and errors.append(m.text))
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.goto((finished / "report.html").as_uri())
+            page.wait_for_selector("#pareto-chart .scatterlayer .trace path.point", timeout=15_000)
+            points = page.locator("#pareto-chart path.point").count()
+            rows = page.locator("table tbody tr").count()
+        finally:
+            browser.close()
+    assert errors == []
+    assert points == len(plotted) + 2  # every measured trial, the baseline and the recommended star
+    assert rows >= len(report["trials"])

@@ -53,15 +53,15 @@ class TrialResult:
 StopRule = Callable[[int, float], bool]
 
 
-def run_trial(world: World, spec: TrialSpec, *, out_dir: Path | None = None, stop_early: StopRule | None = None,
-              seed: int = 0) -> TrialResult:
+def run_trial(world: World, spec: TrialSpec, *, out_dir: Path | None = None,
+              stop_early: StopRule | None = None) -> TrialResult:
     """Run one candidate. A failure is recorded in the result, never raised: one bad candidate must not end
     the search. The artifact goes into `out_dir` (written whole, then renamed) or, without it, into
     `result.files` (a Ray task returns it to the driver)."""
     started = time.perf_counter()
     result = TrialResult(spec.number, "failed", 0.0)
     try:
-        _run(world, spec, result, out_dir, stop_early, seed)
+        _run(world, spec, result, out_dir, stop_early)
     except SlimkitError as exc:
         result.state, result.error = "failed", exc.problem + (f" ({exc.hint})" if exc.hint else "")
     except MemoryError:
@@ -74,8 +74,8 @@ def run_trial(world: World, spec: TrialSpec, *, out_dir: Path | None = None, sto
     return result
 
 
-def _run(world: World, spec: TrialSpec, result: TrialResult, out_dir: Path | None, stop_early: StopRule | None,
-         seed: int) -> None:
+def _run(world: World, spec: TrialSpec, result: TrialResult, out_dir: Path | None,
+         stop_early: StopRule | None) -> None:
     from slimkit.api import optimize
     from slimkit.pipeline import Recipe
 

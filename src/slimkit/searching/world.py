@@ -163,4 +163,10 @@ def fingerprint(model_files: list[Path], data: Any) -> str:
             for block in iter(lambda: handle.read(1 << 20), b""):
                 digest.update(block)
     digest.update(describe_source(data).encode())
+    if isinstance(data, dict):  # arrays from Python: their bytes, not only "a dict"
+        for key in sorted(data, key=str):
+            digest.update(str(key).encode())
+            digest.update(np.ascontiguousarray(np.asarray(data[key])).tobytes())
+    elif isinstance(data, str | Path) and Path(data).is_file():
+        digest.update(Path(data).read_bytes())
     return digest.hexdigest()[:16]
