@@ -87,7 +87,7 @@ def build_search_report(study: Any, folder: Path) -> dict:
         "recommendation": recommendation,
         "final_measurement": final or None,
         "sensitivity": (chosen or {}).get("sensitivity") or _first_sensitivity(records),
-        "histograms": _histograms(folder, chosen),
+        "histograms": _histograms(folder, chosen, records, objective),
         "environment": {**environment((attrs.get("settings") or {}).get("threads", 2)),
                         "packages": {**package_versions(), **package_versions(("optuna", "ray", "plotly"))}},
         "warnings": warnings,
@@ -105,15 +105,23 @@ def _first_sensitivity(records: list[dict]) -> list | None:
     return None
 
 
-def _histograms(folder: Path, chosen: dict | None) -> list[dict]:
-    if not chosen or not chosen.get("artifact"):
-        return []
+def _histograms(folder: Path, chosen: dict | None, records: list[dict], objective: str) -> list[dict]:
+    """Before/after weight histograms of the recommended artifact; when it changed no weight values (pruning
+    removes units, it does not round them), those of the best measured trial that quantized or clustered."""
     from slimkit.searching.histograms import weight_histograms
 
-    try:
-        return weight_histograms(folder / "baseline", folder / chosen["artifact"])
-    except (OSError, ValueError):
-        return []
+    ranked = sorted(explain.measured(records), key=lambda r: explain.score(r["validation"], objective))
+    for record in ([chosen] if chosen else []) + [r for r in ranked if r is not chosen]:
+        if not record or not record.get("artifact"):
+            continue
+        try:
+            found = [h for h in weight_histograms(folder / "baseline", folder / record["artifact"])
+                     if h["technique"] != "unchanged"]
+        except (OSError, ValueError):
+            continue
+        if found:
+            return [{**h, "trial": record["number"], "label": record.get("label")} for h in found]
+    return []
 
 
 def _warnings(attrs: dict, final: dict, floor: dict) -> list[str]:

@@ -709,6 +709,8 @@ def _histogram_figure(entry: dict, go: Any) -> Any | None:
     title = str(entry.get("layer") or "weights")
     if entry.get("technique"):
         title += f" ({entry['technique']})"
+    if entry.get("trial") is not None:
+        title += f", trial {entry['trial']}"
     fig.update_layout(barmode="overlay", bargap=0, height=300, template="plotly_white",
                       title={"text": esc(title), "font": {"size": 13}},
                       margin={"l": 50, "r": 20, "t": 40, "b": 40}, legend={"orientation": "h", "y": -0.2},
