@@ -150,7 +150,9 @@ def _overhead(timings: dict, wall: float | None, trials_s: float | None) -> dict
         return {}
     parts = {k: timings.get(k) for k in ("setup_s", "sampler_s", "store_s", "best_s", "final_s")}
     machinery = sum(v for k, v in parts.items() if v and k in ("sampler_s", "store_s", "best_s"))
-    return {"wall_s": wall, "trials_s": trials_s, "fraction": (wall - (trials_s or 0)) / wall,
+    # Summed from its parts, not wall minus trials: on Ray the trials overlap, so their sum exceeds the wall.
+    outside = sum(v for v in parts.values() if v)
+    return {"wall_s": wall, "trials_s": trials_s, "fraction": outside / wall,
             "machinery_fraction": machinery / wall, **parts}
 
 
