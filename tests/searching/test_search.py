@@ -214,6 +214,13 @@ def test_resume_refuses_another_floor_or_a_foreign_store(finished, mlp_files, tm
     # without --resume, an existing search is not touched either
     assert cli.main(_args(mlp_files, copy, "--max-drop", "0.02")) == 2
     assert "already holds a search" in capsys.readouterr().err
+    optuna = import_optuna()  # a store written by another store version: refused, not migrated
+    study = optuna.load_study(study_name="slimkit-search", storage=f"sqlite:///{copy / 'search.db'}")
+    study.set_user_attr("store_version", 999)
+    db_bytes = (copy / "search.db").read_bytes()
+    assert cli.main(_args(mlp_files, copy, "--max-drop", "0.02", "--budget-trials", "6", "--resume")) == 2
+    assert "store version 999" in capsys.readouterr().err
+    assert (copy / "search.db").read_bytes() == db_bytes
     junk = tmp_path / "junk"
     junk.mkdir()
     (junk / "search.db").write_bytes(os.urandom(4096))
