@@ -279,3 +279,17 @@ def test_the_real_report_opens_in_chromium_with_every_trial_drawn(finished):
     assert errors == []
     assert points == len(plotted) + 2  # every measured trial, the baseline and the recommended star
     assert rows >= len(report["trials"])
+
+
+def test_budget_minutes_stops_the_search(mlp_files, tmp_path):
+    out = tmp_path / "timed"
+    started = time.perf_counter()
+    assert cli.main(_args(mlp_files, out, "--max-drop", "0.02", "--budget-minutes", "0.2")) == 0
+    wall = time.perf_counter() - started
+    report = json.loads((out / "report.json").read_text())
+    ran = [t for t in report["trials"] if t["state"] in ("complete", "pruned", "failed")]
+    assert 1 <= len(ran) < 10  # stopped by the clock, long before the 10 queued cheap candidates ran out
+    assert report["budget"] == {"trials": None, "minutes": 0.2}
+    # no trial starts after the deadline: the last one may run past it, then the finalists are re-measured
+    assert sum(t["duration_s"] for t in ran[:-1]) <= 0.2 * 60 + 1
+    assert wall < 0.2 * 60 + report["overhead"]["setup_s"] + max(t["duration_s"] for t in ran) + 120
