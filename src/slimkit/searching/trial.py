@@ -79,8 +79,14 @@ def _run(world: World, spec: TrialSpec, result: TrialResult, out_dir: Path | Non
     from slimkit.api import optimize
     from slimkit.pipeline import Recipe
 
-    model = world.original
-    segments = [spec.steps[:spec.check_after], spec.steps[spec.check_after:]] if spec.check_after else [spec.steps]
+    model, steps_left, check_after = world.original, list(spec.steps), spec.check_after
+    prefix = world.baseline_steps
+    if not check_after and steps_left[:len(prefix)] == prefix:
+        # The chain starts with the plain export the world already made: start from it rather than export
+        # again (a transformer's export is most of a cheap trial's time). Passes never change their input.
+        model, steps_left = world.baseline, steps_left[len(prefix):]
+        result.passes.append({"pass": "+".join(n for n, _ in prefix), "stats": {"reused": "the search's baseline export"}})
+    segments = [steps_left[:check_after], steps_left[check_after:]] if check_after else [steps_left]
     for index, steps in enumerate(segments):
         if not steps:
             continue

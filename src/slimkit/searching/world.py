@@ -25,6 +25,7 @@ from slimkit.settings import MeasureSettings
 HELD_BACK_FRACTION = 0.2
 VALIDATION_FRACTION = 0.25
 SPLIT_SEED = 0
+BASELINE_RECIPE = "onnx"  # the plain export every candidate's speed and size are judged against
 
 
 @dataclass(frozen=True)
@@ -73,6 +74,7 @@ class World:
     floor: Floor
     original_metric: float | None
     settings: MeasureSettings
+    baseline_steps: list = field(default_factory=list)  # the plain export's steps, as a chain spells them
 
 
 _CACHE: dict[str, World] = {}
@@ -93,7 +95,10 @@ def build_world(spec: WorldSpec, *, cache_key: str | None = None) -> World:
 
         original.task = infer_task(original, spec.fit, seq_len=spec.settings.seq_len or 128,
                                    shapes=spec.settings.shapes)
-    baseline = optimize(original, "onnx", settings=spec.settings, measure=False).model
+    from slimkit.pipeline import load_recipe
+
+    plain = load_recipe(BASELINE_RECIPE)
+    baseline = optimize(original, plain, settings=spec.settings, measure=False).model
     evaluator = Evaluator(spec.validation, reference=original, like=original, settings=spec.settings)
     reference = evaluator.measure(original, label="original", latency=False)
     original_metric = reference.metrics.get("accuracy")
@@ -104,7 +109,8 @@ def build_world(spec: WorldSpec, *, cache_key: str | None = None) -> World:
         floor = Floor("accuracy", "max_drop", spec.floor_value, original_metric - spec.floor_value)
     else:
         floor = Floor("cosine", "min_cosine", spec.floor_value, spec.floor_value)
-    world = World(spec, original, baseline, evaluator, floor, original_metric, spec.settings)
+    world = World(spec, original, baseline, evaluator, floor, original_metric, spec.settings,
+                  [(name, dict(cfg or {})) for name, cfg in plain.steps])
     if cache_key is not None:
         _CACHE[cache_key] = world
     return world
