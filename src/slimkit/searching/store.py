@@ -56,7 +56,7 @@ def open_store(folder: Path, *, create: bool):
     if not create:
         if not path.is_file():
             raise SlimkitError(f"{folder} holds no search store ({STORE_FILE})",
-                               "run the search without --resume first, or point -o at the interrupted search")
+                               "point at the -o folder of a search (a search without --resume creates it)")
         _check_sqlite(path)
     try:
         storage = optuna.storages.RDBStorage(f"sqlite:///{path}", skip_compatibility_check=False)
