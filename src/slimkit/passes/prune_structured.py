@@ -53,7 +53,8 @@ class PruneStructured(Pass):
     description = "structured pruning (channels, FFN neurons, attention heads) with torch-pruning"
     search_stage = "structure"
     search_trains = True
-    search_config = {"ratio": 0.3, "round_to": 8, "train": {"epochs": 5, "lr": 1e-3}}
+    # target all: heads and FFN neurons on a transformer, channels otherwise (channels alone refuse a transformer)
+    search_config = {"target": "all", "ratio": 0.3, "round_to": 8, "train": {"epochs": 5, "lr": 1e-3}}
 
     def data_use(self) -> frozenset[str]:
         use = {"train"} if self.config.train is not None else set()

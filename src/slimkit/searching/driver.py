@@ -502,7 +502,7 @@ class _Loop:
                   "pruned_reason": f"same candidate as trial {twin['number']}"}
         trial.set_user_attr(RECORD, record)
         frozen = self.study.get_trials(deepcopy=False)[twin["number"]] if twin.get("state") != "running" else None
-        if frozen is not None and frozen.values and twin.get("state") == "complete":
+        if frozen is not None and frozen.values and twin.get("state") in ("complete", "failed"):
             for key, value in frozen.constraints.items():
                 trial.set_constraint(key, value)
             self.study.tell(trial, list(frozen.values))
@@ -544,6 +544,11 @@ class _Loop:
             "pass_records": _compact(result.passes), "measurements": result.measurements,
         }
         values = None
+        if result.state == "failed":
+            # Told as a very bad, infeasible result rather than Optuna's FAIL, which its samplers ignore: TPE
+            # must learn to stay away from a combination that cannot run on this model.
+            values = [BIG] * (2 if self.objective == "both" else 1)
+            trial.set_constraint("floor", 1.0)
         if result.state == "complete" and result.validation:
             values = [v if math.isfinite(v) else BIG for v in explain.objective_values(result.validation, self.objective)]
             metric = result.validation.get("metric")
