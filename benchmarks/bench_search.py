@@ -27,7 +27,7 @@ from machine import print_machine  # noqa: E402
 import slimkit  # noqa: E402
 from slimkit.demo_models import minilm_path, sentences, trained_digits_model  # noqa: E402
 from slimkit.evaluate.measure import Evaluator  # noqa: E402
-from slimkit.formats import load  # noqa: E402
+from slimkit.formats import load, make_runner  # noqa: E402
 from slimkit.pipeline import builtin_recipes  # noqa: E402
 from slimkit.searching.world import Floor, metric_of  # noqa: E402
 from slimkit.settings import MeasureSettings  # noqa: E402
@@ -57,23 +57,31 @@ def setups(root: Path, only: str | None) -> list[dict]:
     return out
 
 
-def run(setup: dict, out: Path, trials: int, minutes: float | None) -> None:
+def run(setup: dict, out: Path, trials: int, minutes: float | None, reuse: bool = False) -> None:
     settings = MeasureSettings(threads=2)
     folder = out / f"search-{setup['name']}"
-    shutil.rmtree(folder, ignore_errors=True)
-    started = time.perf_counter()
-    result = slimkit.search(setup["model"], data=setup["data"], eval_data=setup["eval"], output=folder,
-                            budget_trials=trials, budget_minutes=minutes, settings=settings, progress=print,
-                            **setup["floor"])
-    wall = time.perf_counter() - started
-    report = result.report
-    print(f"\n== {setup['name']}: search took {wall:.0f}s, {len(report['trials'])} trials")
+    if reuse and (folder / "report.json").is_file():  # the search already ran: only the recipe table again
+        import json
+
+        report = json.loads((folder / "report.json").read_text())
+        rec = report.get("recommendation") or {}
+        pick = next((t for t in report["trials"] if t["number"] == rec.get("trial")), None)
+        print(f"\n== {setup['name']}: reusing the search in {folder}")
+    else:
+        shutil.rmtree(folder, ignore_errors=True)
+        started = time.perf_counter()
+        result = slimkit.search(setup["model"], data=setup["data"], eval_data=setup["eval"], output=folder,
+                                budget_trials=trials, budget_minutes=minutes, settings=settings, progress=print,
+                                **setup["floor"])
+        wall = time.perf_counter() - started
+        report = result.report
+        pick = result.recommended
+        print(f"\n== {setup['name']}: search took {wall:.0f}s, {len(report['trials'])} trials")
     print(report["summary"])
     overhead = report.get("overhead") or {}
-    print(f"overhead: everything but trials {overhead.get('fraction', 0) * 100:.1f}% of wall "
+    print(f"overhead: everything but trials {(overhead.get('fraction') or 0) * 100:.1f}% of wall "
           f"(setup {overhead.get('setup_s') or 0:.0f}s, final re-measure {overhead.get('final_s') or 0:.0f}s); "
-          f"sampler+store+best/ {overhead.get('machinery_fraction', 0) * 100:.2f}%")
-    pick = result.recommended
+          f"sampler+store+best/ {(overhead.get('machinery_fraction') or 0) * 100:.2f}%")
     models = []
     if pick is not None and pick.get("artifact"):
         models.append((f"search pick: {pick['label']}", load(folder / pick["artifact"])))
@@ -106,7 +114,16 @@ def run(setup: dict, out: Path, trials: int, minutes: float | None) -> None:
         floor = Floor("cosine", rule, value, value)
     print(f"\nfinal table on {setup['eval']} (never seen by a trial or a recipe); floor: {floor.text()} "
           f"(threshold {floor.threshold:.4f} on this data)")
-    measured = evaluator.measure_all([("ONNX fp32 baseline", baseline), *models])
+    runnable = []
+    feed = evaluator.dataset.batches[0].feed
+    for label, model in models:  # e.g. a TFLite export fixed at another sequence length (issue 15)
+        try:
+            make_runner(model, settings.threads).run(feed)
+        except slimkit.SlimkitError as exc:
+            print(f"{label}: cannot run at the measured shape, left out of the table ({exc.problem[:160]})")
+            continue
+        runnable.append((label, model))
+    measured = evaluator.measure_all([("ONNX fp32 baseline", baseline), *runnable])
     base = measured[0].as_dict()["latency_ms"]
     rows = []
     for m in measured:
@@ -136,12 +153,13 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=30)
     parser.add_argument("--minutes", type=float, default=None)
     parser.add_argument("--out", default=None)
+    parser.add_argument("--reuse", action="store_true", help="keep the search already in --out; redo the table")
     args = parser.parse_args()
     print_machine()
     out = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="bench-search-"))
     out.mkdir(parents=True, exist_ok=True)
     for setup in setups(out, args.only):
-        run(setup, out, args.trials, args.minutes)
+        run(setup, out, args.trials, args.minutes, args.reuse)
 
 
 if __name__ == "__main__":
