@@ -154,7 +154,7 @@ def search(
         if resume:
             study = _load_study(optuna, storage, sampler, pruner, folder)
             check_compatible(study.user_attrs, expected, folder)
-            recovered = _recover_interrupted(study, optuna)
+            recovered = _recover_interrupted(study, optuna, storage)
             if recovered:
                 say(f"resume: {recovered} interrupted trial(s) recorded and queued again")
         else:
@@ -271,7 +271,7 @@ def _load_study(optuna, storage, sampler, pruner, folder: Path):
         raise SlimkitError(f"the store in {folder} holds no slimkit search", "start a new search in another -o") from None
 
 
-def _recover_interrupted(study, optuna) -> int:
+def _recover_interrupted(study, optuna, storage) -> int:
     """Trials left RUNNING by a killed search: one whose record was already written is finished from it; the
     others are recorded as failed ('interrupted') and their candidate queued again."""
     count = 0
@@ -283,7 +283,7 @@ def _recover_interrupted(study, optuna) -> int:
             continue
         record = {**record, "number": frozen.number, "state": "interrupted",
                   "error": "interrupted: the search stopped while this trial ran; it was queued again"}
-        study._storage.set_trial_user_attr(frozen._trial_id, RECORD, record)
+        storage.set_trial_user_attr(frozen._trial_id, RECORD, record)
         study.tell(frozen.number, state=optuna.trial.TrialState.FAIL)
         if frozen.params:
             study.enqueue_trial(dict(frozen.params), skip_if_exists=False)
