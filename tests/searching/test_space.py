@@ -12,7 +12,7 @@ from slimkit.config import PassConfig, searchable
 from slimkit.models.base import ModelKind
 from slimkit.passes import base as passes_base
 from slimkit.passes.base import SEARCH_STAGES, Pass, PassResult, get_pass, make_config
-from slimkit.searching.driver import cheap_first, suggest_chain
+from slimkit.searching.candidates import cheap_first, suggest_chain
 from slimkit.searching.space import NONE, build_space, chain_steps, compose, runtime_formats
 from slimkit.searching.store import import_optuna
 

@@ -21,14 +21,15 @@ from slimkit.errors import SlimkitError, TargetNotMetError
 from slimkit.models.base import WorkingModel
 from slimkit.report.build import to_jsonable
 from slimkit.searching import explain
+from slimkit.searching.candidates import cheap_first, suggest_chain, trial_label
 from slimkit.searching.executors import make_executor
+from slimkit.searching.outputs import final_measurement, save_baseline, write_best
 from slimkit.searching.space import (
     NONE,
     Chain,
     Space,
     build_space,
     chain_steps,
-    default_values,
     runtime_formats,
 )
 from slimkit.searching.store import (
@@ -167,12 +168,12 @@ def search(
             for params in cheap_first(space):
                 study.enqueue_trial(params)
         study.set_user_attr("budget", {"trials": budget_trials, "minutes": budget_minutes})
-        _save_baseline(folder, world)
+        save_baseline(folder, world)
         loop = _Loop(study, optuna, space, world, runner, folder, objective, budget_trials, budget_minutes, say,
                      seed, executor, splits, started)
         loop.run()
         timings.update(loop.timings)
-        final = _final_measurement(folder, world, study, objective, splits, say)
+        final = final_measurement(folder, world, study, objective, splits, say)
         timings["final_s"] = final.pop("_seconds", 0.0)
         study.set_user_attr("final", final)
     finally:
@@ -289,102 +290,6 @@ def _recover_interrupted(study, optuna, storage) -> int:
             study.enqueue_trial(dict(frozen.params), skip_if_exists=False)
         count += 1
     return count
-
-
-def cheap_first(space: Space) -> list[dict[str, Any]]:
-    """The candidates tried before the sampler takes over, cheapest likely winners first: each format's
-    precision lowerings (int8 variants, fp16, OpenVINO and TFLite precisions), then its plain conversion at
-    each precision its converter offers, then each other technique alone on the first format (ONNX Runtime),
-    at its start values: those that train last. Together they cover what every single built-in recipe does,
-    so the sampler starts from their figures and spends the rest of the budget on combinations."""
-    quantized, plain = [], []
-    for fmt in space.formats:
-        for quant in space.quantizers[fmt]:
-            chain = space.chain(fmt, {"quantize": quant})
-            if chain is None or chain.trains:
-                continue
-            base = {**_stage_params(space, fmt, {"quantize": quant}), **default_values(chain)}
-            if quant != NONE:
-                quantized.append(base)
-                continue
-            plain.append(base)
-            for key, choices in _converter_choices(chain).items():
-                plain.extend({**base, key: c} for c in choices if c != base.get(key))
-    alone: list[tuple[bool, dict[str, Any]]] = []
-    fmt = space.formats[0]
-    choices = [{stage: name} for stage, names in space.stage_choices.items() if stage != "recover"
-               for name in names if name != NONE]
-    choices += [{"structure": s, "recover": r} for s in space.stage_choices.get("structure", ()) if s != NONE
-                for r in space.stage_choices.get("recover", ()) if r != NONE]
-    for choice in choices:
-        chain = space.chain(fmt, choice)
-        if chain is not None:
-            alone.append((chain.trains, {**_stage_params(space, fmt, choice), **default_values(chain)}))
-    alone.sort(key=lambda item: item[0])  # stable: the techniques that do not train first
-    return quantized + plain + [params for _trains, params in alone]
-
-
-def _converter_choices(chain: Chain) -> dict[str, list]:
-    from slimkit.searching.space import searchable_fields
-
-    out = {}
-    for name in chain.steps:
-        for fieldname, spec in searchable_fields(name).items():
-            if "choices" in spec:
-                out[f"{name}.{fieldname}"] = list(spec["choices"])
-    return out
-
-
-def _stage_params(space: Space, fmt: str, choice: dict[str, str]) -> dict[str, Any]:
-    params: dict[str, Any] = {"format": fmt}
-    for stage in space.stage_choices:
-        if stage == "recover" and choice.get("structure", NONE) == NONE:
-            continue
-        params[f"stage.{stage}"] = choice.get(stage, NONE)
-    params[f"quantize.{fmt}"] = choice.get("quantize", NONE)
-    return params
-
-
-def suggest_chain(trial, space: Space) -> tuple[Chain | None, dict[str, Any]]:
-    """Ask the trial for a format, a pass per stage and the pass's searchable values."""
-    fmt = trial.suggest_categorical("format", list(space.formats))
-    choice: dict[str, str] = {}
-    for stage, options in space.stage_choices.items():
-        if stage == "recover" and choice.get("structure", NONE) == NONE:
-            continue
-        choice[stage] = trial.suggest_categorical(f"stage.{stage}", list(options))
-    choice["quantize"] = trial.suggest_categorical(f"quantize.{fmt}", list(space.quantizers[fmt]))
-    chain = space.chain(fmt, choice)
-    if chain is None:
-        return None, {}
-    values: dict[str, Any] = {}
-    from slimkit.searching.space import searchable_fields
-
-    for name in chain.steps:
-        for fieldname, spec in searchable_fields(name).items():
-            key = f"{name}.{fieldname}"
-            if "choices" in spec:
-                values[key] = trial.suggest_categorical(key, list(spec["choices"]))
-            elif isinstance(spec["low"], int) and isinstance(spec["high"], int):
-                values[key] = trial.suggest_int(key, spec["low"], spec["high"], step=spec.get("step") or 1,
-                                                log=bool(spec.get("log")))
-            else:
-                drawn = trial.suggest_float(key, spec["low"], spec["high"], step=spec.get("step"),
-                                            log=bool(spec.get("log")))
-                values[key] = float(f"{drawn:.10g}")  # 0.30000000000000004 (a stepped float) is 0.3
-    return chain, values
-
-
-def trial_label(chain: Chain, values: dict[str, Any], runtime: str) -> str:
-    """'openvino: ov-weights(bits=4) [to-openvino precision=bf16]': what a user needs to rebuild it."""
-    parts = []
-    for _stage, name in chain.stages:
-        mine = {k.split(".", 1)[1]: v for k, v in values.items() if k.split(".", 1)[0] == name}
-        parts.append(name + (f"({', '.join(f'{k}={v}' for k, v in mine.items())})" if mine else ""))
-    conv = [f"{k.split('.', 1)[1]}={v}" for k, v in values.items()
-            if k.split(".", 1)[0] not in {n for _s, n in chain.stages}]
-    text = f"{runtime}: " + (" > ".join(parts) or "plain")
-    return text + (f" [{', '.join(conv)}]" if conv else "")
 
 
 class _Loop:
@@ -608,82 +513,3 @@ def _compact(passes: list[dict]) -> list[dict]:
     return out
 
 
-def write_best(folder: Path, best: dict, met: bool, records: list[dict], floor: dict) -> None:
-    """DIR/best/: the best trial's artifact and its report, replaced whole (staged, then renamed)."""
-    import json
-
-    from slimkit.report import build_report, write_report
-
-    source = folder / "trials" / f"{best['number']:04d}"
-    target = folder / "best"
-    stage = folder / ".best.tmp"
-    shutil.rmtree(stage, ignore_errors=True)
-    if source.is_dir():
-        shutil.copytree(source, stage)
-    else:
-        stage.mkdir()
-    notes = [f"Search trial {best['number']}: {best['label']}"]
-    if not met:
-        v = best.get("validation") or {}
-        notes.append(f"No trial met the floor ({floor.get('text')}) yet: this one came closest, "
-                     f"{floor.get('metric')} {v.get('metric')} vs {floor.get('threshold')} needed.")
-    report = build_report(command="search", input_model={"model": best.get("label")},
-                          measurements=best.get("measurements") or [], reference_label="baseline",
-                          recipe={"name": best.get("chain"), "passes": best.get("passes")},
-                          passes=best.get("pass_records"), notes=notes,
-                          artifact={"path": best.get("artifact")})
-    write_report(stage, report)
-    (stage / "trial.json").write_text(json.dumps({**best, "meets_floor": met}, indent=2, default=str) + "\n")
-    old = folder / ".best.old"
-    shutil.rmtree(old, ignore_errors=True)
-    if target.exists():
-        target.rename(old)
-    stage.rename(target)
-    shutil.rmtree(old, ignore_errors=True)
-
-
-def _save_baseline(folder: Path, world: World) -> None:
-    """The plain ONNX export every speed and size is judged against, kept for the report's histograms."""
-    from slimkit.artifacts import write_artifact
-
-    target = folder / "baseline"
-    if not target.exists():
-        stage = folder / ".baseline.tmp"
-        shutil.rmtree(stage, ignore_errors=True)
-        write_artifact(world.baseline, stage)
-        stage.rename(target)
-
-
-def _final_measurement(folder: Path, world: World, study, objective: str, splits, say) -> dict:
-    """The finalists, the baseline and the original measured together on the held-out data, interleaved."""
-    from slimkit.evaluate.measure import Evaluator
-    from slimkit.formats import load
-    from slimkit.searching.trial import summarize
-    from slimkit.searching.world import metric_of
-
-    tick = time.perf_counter()
-    records = all_records(study)
-    finalists = [r for r in explain.ranked_finalists(records, objective) if r.get("artifact")]
-    if not finalists:
-        best, _met = explain.best_so_far(records, objective)
-        finalists = [best] if best is not None and best.get("artifact") else []
-    if not finalists:
-        return {"entries": [], "_seconds": time.perf_counter() - tick}
-    say(f"re-measuring {len(finalists)} finalists on {splits.record['evaluation']}, interleaved")
-    evaluator = Evaluator(splits.evaluation, reference=world.original, like=world.original, settings=world.settings)
-    original = evaluator.measure(world.original, label="original", latency=False)
-    original_metric = metric_of(original, world.floor)
-    threshold = world.floor.threshold
-    if world.floor.rule == "max_drop" and original_metric is not None:
-        threshold = original_metric - world.floor.value
-    entries = [("baseline", world.baseline)] + [(r["label"], load(folder / r["artifact"])) for r in finalists]
-    measured = evaluator.measure_all(entries)
-    base = measured[0].as_dict()
-    eval_world = replace(world, floor=replace(world.floor, threshold=threshold))
-    out = []
-    for record, m in zip(finalists, measured[1:], strict=True):
-        entry = summarize(m.as_dict(), base, eval_world)
-        out.append({"trial": record["number"], "label": record["label"], **entry})
-    return {"data": splits.record["evaluation"], "samples": evaluator.dataset.num_samples, "interleaved": True,
-            "original_metric": original_metric, "threshold": threshold, "baseline": summarize(base, base, eval_world),
-            "entries": out, "_seconds": time.perf_counter() - tick}
