@@ -90,7 +90,7 @@ def esc(value: Any) -> str:
     return escape(str(value), quote=True)
 
 
-def _inline(value: Any) -> str:
+def inline(value: Any) -> str:
     """A value for a key/value cell: scalars as text, lists of scalars joined, the rest as compact JSON."""
     if value is None or value == "" or value == [] or value == {}:
         return DASH
@@ -104,7 +104,7 @@ def _inline(value: Any) -> str:
 
 
 def _kv_table(data: dict) -> str:
-    rows = "".join(f"<tr><th>{esc(k)}</th><td>{_inline(v)}</td></tr>" for k, v in data.items())
+    rows = "".join(f"<tr><th>{esc(k)}</th><td>{inline(v)}</td></tr>" for k, v in data.items())
     return f'<table class="kv">{rows}</table>'
 
 
@@ -329,7 +329,7 @@ def _flags(report: dict) -> str:
 
 def _environment(env: dict) -> str:
     info = {k: v for k, v in env.items() if k not in ("cpu_flags", "packages")}
-    rows = "".join(f"<tr><th>{esc(k)}</th><td>{_inline(v)}</td></tr>" for k, v in info.items())
+    rows = "".join(f"<tr><th>{esc(k)}</th><td>{inline(v)}</td></tr>" for k, v in info.items())
     flags = env.get("cpu_flags")
     if isinstance(flags, dict):
         badges = "".join(f"<span class='badge {'yes' if on else 'no'}'>{esc(name)} {'✓' if on else '✗'}</span>"

@@ -11,12 +11,11 @@ in the layer picture.
 
 from __future__ import annotations
 
-import json
 import math
-from html import escape
 from typing import Any
 
 from slimkit.errors import SlimkitError
+from slimkit.report.html import esc, inline  # the report's own cell rendering, shared
 
 DASH = "–"
 
@@ -125,10 +124,6 @@ _PLOTLY_CONFIG = {"displaylogo": False, "responsive": True, "showSendToCloud": F
 
 # ---------------------------------------------------------------------------------------------- helpers
 
-def esc(value: Any) -> str:
-    return escape(str(value), quote=True)
-
-
 def _dict(value: Any) -> dict:
     return value if isinstance(value, dict) else {}
 
@@ -225,19 +220,6 @@ def _kv_table(rows: list[tuple[str, str]]) -> str:
     """Rows of (key, already-escaped HTML value)."""
     body = "".join(f"<tr><th>{esc(k)}</th><td>{v}</td></tr>" for k, v in rows)
     return f'<table class="kv">{body}</table>'
-
-
-def _inline(value: Any) -> str:
-    """Any value as escaped text: scalars as they are, lists joined, dicts as compact JSON."""
-    if value is None or value == "" or value == [] or value == {}:
-        return DASH
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, list) and all(isinstance(v, str | int | float) for v in value):
-        return esc(", ".join(str(v) for v in value))
-    if isinstance(value, dict | list):
-        return f"<code>{esc(json.dumps(value, separators=(', ', ': '), default=str))}</code>"
-    return esc(value)
 
 
 def _metric_name(report: dict) -> str:
@@ -683,7 +665,7 @@ def _sensitivity(report: dict) -> str:
             elif isinstance(v, bool):
                 cells.append(f"<td>{_yes_no(v)}</td>")
             else:
-                cells.append(f"<td>{_inline(v)}</td>")
+                cells.append(f"<td>{inline(v)}</td>")
         body.append(f"<tr>{''.join(cells)}</tr>")
     note = ('<p class="muted small">Output cosine against the float model when only this layer is '
             "compressed; the lowest are the most sensitive.</p>")
@@ -750,7 +732,7 @@ def _environment(report: dict) -> str:
         rows.append(("CPU features", f'<div class="flags-list mono">{esc(text)}</div>'))
     for key, value in env.items():  # anything else the search recorded
         if key not in known and key not in ("cpu_flags", "packages"):
-            rows.append((str(key).replace("_", " "), _inline(value)))
+            rows.append((str(key).replace("_", " "), inline(value)))
     packages = _dict(env.get("packages"))
     body = _kv_table(rows)
     if packages:
