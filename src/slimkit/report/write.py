@@ -19,7 +19,7 @@ def _atomic_write(path: Path, text: str) -> None:
 def write_report(folder: Path, report: dict, stem: str = "report") -> tuple[Path, Path]:
     """Write `folder`/STEM.json (indent 2) and `folder`/STEM.html; returns both paths."""
     data = to_jsonable(report)
-    return _write_pair(Path(folder), data, render_html(data), stem)
+    return write_pair(Path(folder), data, render_html(data), stem)
 
 
 def write_report_bundle(folder: Path, reports: list[dict], *, title: str = "slimkit reports",
@@ -27,10 +27,11 @@ def write_report_bundle(folder: Path, reports: list[dict], *, title: str = "slim
     """Several reports as one report.json ({schema, title, reports, notes}) and one report.html page."""
     data = to_jsonable({"schema": schema, "title": title, "reports": list(reports), "notes": list(notes or [])})
     html_text = render_bundle_html(data["reports"], title=title, notes=data["notes"], schema=schema)
-    return _write_pair(Path(folder), data, html_text)
+    return write_pair(Path(folder), data, html_text)
 
 
-def _write_pair(folder: Path, data: dict, html_text: str, stem: str = "report") -> tuple[Path, Path]:
+def write_pair(folder: Path, data: dict, html_text: str, stem: str = "report") -> tuple[Path, Path]:
+    """STEM.json and STEM.html in `folder`, each written whole then renamed (the search's report uses it too)."""
     # Both texts exist before either file is touched, so a rendering error writes neither.
     json_text = json.dumps(data, indent=2, allow_nan=False) + "\n"
     folder.mkdir(parents=True, exist_ok=True)

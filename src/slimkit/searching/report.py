@@ -4,8 +4,6 @@ report.html (see `report_html`) and the terminal summary.
 
 from __future__ import annotations
 
-import json
-import math
 from pathlib import Path
 from typing import Any
 
@@ -231,25 +229,11 @@ def terminal_lines(report: dict, top: int = 10) -> list[str]:
 
 def write_search_report(folder: Path, report: dict) -> tuple[Path, Path]:
     """report.json and report.html in `folder`, each written whole then renamed."""
+    from slimkit.report.write import write_pair
     from slimkit.searching.report_html import render_search_html
 
     data = to_jsonable(report)
-    json_text = json.dumps(data, indent=2, allow_nan=False, default=_finite) + "\n"
-    html_text = render_search_html(data)
-    paths = []
-    for name, text in (("report.json", json_text), ("report.html", html_text)):
-        target = Path(folder) / name
-        tmp = target.with_name(f".{name}.tmp")
-        tmp.write_text(text, encoding="utf-8")
-        tmp.replace(target)
-        paths.append(target)
-    return paths[0], paths[1]
-
-
-def _finite(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return str(value)
+    return write_pair(Path(folder), data, render_search_html(data))
 
 
 def rebuild(folder: Path) -> dict:
