@@ -76,7 +76,7 @@ def run_trial(world: World, spec: TrialSpec, *, out_dir: Path | None = None,
 
 def _run(world: World, spec: TrialSpec, result: TrialResult, out_dir: Path | None,
          stop_early: StopRule | None) -> None:
-    from slimkit.api import optimize
+    from slimkit.api import optimize, target_overrides
     from slimkit.pipeline import Recipe
 
     model, steps_left, check_after = world.original, list(spec.steps), spec.check_after
@@ -91,7 +91,9 @@ def _run(world: World, spec: TrialSpec, result: TrialResult, out_dir: Path | Non
         if not steps:
             continue
         recipe = Recipe(spec.label if index == len(segments) - 1 else f"{spec.label} (part 1)", "", list(steps))
-        overrides = _floor_overrides(world, steps)
+        floor = world.floor  # accuracy-aware passes aim at the search's own floor (api.target_overrides routes it)
+        overrides = target_overrides(recipe, floor.value if floor.rule == "min_cosine" else None,
+                                     floor.value if floor.rule == "max_drop" else None)
         done = optimize(model, recipe, data=world.spec.fit, settings=world.settings, measure=False,
                         overrides=overrides or None)
         result.passes.extend(done.steps)
@@ -117,20 +119,6 @@ def _run(world: World, spec: TrialSpec, result: TrialResult, out_dir: Path | Non
 
 def _below(world: World) -> StopRule:
     return lambda step, value: not world.floor.met(value)
-
-
-def _floor_overrides(world: World, steps: list[Step]) -> dict[str, dict]:
-    """Accuracy-aware passes (those with min_cosine and max_drop keys) aim at the search's own floor."""
-    from slimkit.passes.base import get_pass
-
-    overrides = {}
-    for name, _cfg in steps:
-        fields = get_pass(name).Config.model_fields
-        if "min_cosine" in fields and "max_drop" in fields:
-            rule = world.floor.rule
-            overrides[name] = {"min_cosine": world.floor.value if rule == "min_cosine" else None,
-                               "max_drop": world.floor.value if rule == "max_drop" else None}
-    return overrides
 
 
 def summarize(candidate: dict, baseline: dict, world: World) -> dict:
