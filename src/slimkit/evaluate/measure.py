@@ -42,6 +42,8 @@ class Measurement:
     baseline: str | None = None
     # NaN / Inf among the outputs on the measurement data (see `nonfinite_outputs`); None when all were finite.
     nonfinite_outputs: dict | None = None
+    # How the runtime ran it, where the runner can say (LiteRT: which ops XNNPACK took, which fell back).
+    execution: dict | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -59,6 +61,7 @@ class Measurement:
             "metrics": self.metrics,
             **({"baseline": self.baseline} if self.baseline else {}),
             **({"nonfinite_outputs": self.nonfinite_outputs} if self.nonfinite_outputs else {}),
+            **({"execution": self.execution} if self.execution else {}),
         }
 
 
@@ -157,6 +160,7 @@ class Evaluator:
                   "generated": self.dataset.generated, "labelled": self.dataset.has_labels,
                   "batch_size_requested": self.batch_size, "inputs": self._timed_shapes()},
             fidelity=fidelity, metrics=metrics, label=label, nonfinite_outputs=nonfinite_outputs(outputs),
+            execution=runner.execution() if hasattr(runner, "execution") else None,
         )
 
 

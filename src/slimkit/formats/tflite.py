@@ -8,6 +8,7 @@ reads this module's `FORMAT` from the registry.
 from __future__ import annotations
 
 import shutil
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,13 +50,42 @@ class TfliteRunner(Runner):
             self.interpreter.allocate_tensors()
         details = self.interpreter.get_input_details()
         names = model.input_names or [d["name"] for d in details]
+        # A full-integer model takes int8/int16 inputs and gives int8/int16 outputs: feeds are quantized and
+        # outputs dequantized with the tensor's own scale and zero point, as an app does around the call.
         self.input_specs = [
-            InputSpec(n, np.dtype(d["dtype"]).name, tuple(int(x) for x in d["shape"]))
+            InputSpec(n, "float32" if _quantized(d) else np.dtype(d["dtype"]).name, tuple(int(x) for x in d["shape"]))
             for n, d in zip(names, details, strict=False)
         ]
+        self._inputs = details
         self._indices = [d["index"] for d in details]
+        self._path, self._threads = Path(model.path), threads
+
+    def execution(self) -> dict:
+        """Which ops XNNPACK runs and which fall back to LiteRT's built-in kernels (see `tflite_graph`)."""
+        from slimkit.formats.tflite_graph import delegation
+
+        return delegation(self._path, self._threads)
 
     def run(self, feed):
+        short = self._short_batch(feed)
+        if short:  # a last partial batch: padded to the converted batch, as an app with a fixed-batch model does
+            batch = self.input_specs[0].shape[0]
+            padded = {k: np.concatenate([v, np.repeat(v[-1:], batch - short, axis=0)]) for k, v in feed.items()}
+            return [o[:short] if o.ndim and o.shape[0] == batch else o for o in self._run(padded)]
+        return self._run(feed)
+
+    def _short_batch(self, feed) -> int:
+        """The feed's batch when it is smaller than the converted one and every other dim matches, else 0."""
+        sizes = set()
+        for spec in self.input_specs:
+            value = feed[spec.name]
+            if not spec.shape or value.ndim != len(spec.shape) or tuple(value.shape[1:]) != spec.shape[1:]:
+                return 0
+            sizes.add(value.shape[0])
+        size = sizes.pop() if len(sizes) == 1 else 0
+        return size if 0 < size < self.input_specs[0].shape[0] else 0
+
+    def _run(self, feed):
         interp = self.interpreter
         resized = False
         for spec, index in zip(self.input_specs, self._indices, strict=True):
@@ -71,11 +101,34 @@ class TfliteRunner(Runner):
                 fixed = ", ".join(f"{s.name}={'x'.join(map(str, s.shape))}" for s in self.input_specs)
                 got = ", ".join(f"{n}={'x'.join(map(str, v.shape))}" for n, v in feed.items())
                 raise SlimkitError(f"LiteRT cannot resize this TFLite model to {got}: {first_line(exc, 200)}",
-                                   f"it was converted with fixed shapes {fixed}; measure it at that batch size") from exc
-        for spec, index in zip(self.input_specs, self._indices, strict=True):
-            interp.set_tensor(index, np.ascontiguousarray(feed[spec.name]))
+                                   f"it was converted with fixed shapes {fixed}; convert it at that shape "
+                                   "(--batch-size, --seq-len or --shape) or measure it at the converted one") from exc
+        for spec, detail in zip(self.input_specs, self._inputs, strict=True):
+            interp.set_tensor(detail["index"], to_input(feed[spec.name], detail))
         interp.invoke()
-        return [np.array(interp.get_tensor(d["index"])) for d in interp.get_output_details()]
+        return [_from_output(interp.get_tensor(d["index"]), d) for d in interp.get_output_details()]
+
+
+def _quantized(detail: dict) -> bool:
+    scale, _zero = detail.get("quantization", (0.0, 0))
+    return bool(scale) and np.issubdtype(np.dtype(detail["dtype"]), np.integer)
+
+
+def to_input(value: np.ndarray, detail: dict) -> np.ndarray:
+    """A feed in the tensor's dtype: float quantized with the input's scale/zero point, int64 ids as int32."""
+    dtype = np.dtype(detail["dtype"])
+    if _quantized(detail) and not np.issubdtype(value.dtype, np.integer):
+        scale, zero = detail["quantization"]
+        info = np.iinfo(dtype)
+        value = np.clip(np.round(value / scale + zero), info.min, info.max)
+    return np.ascontiguousarray(value, dtype=dtype)
+
+
+def _from_output(value: np.ndarray, detail: dict) -> np.ndarray:
+    if _quantized(detail):
+        scale, zero = detail["quantization"]
+        return ((value.astype(np.float32) - np.float32(zero)) * np.float32(scale)).astype(np.float32)
+    return np.array(value)
 
 
 def _load(path: Path, options: LoadOptions) -> WorkingModel:
@@ -90,11 +143,16 @@ def write_tflite(model: WorkingModel, target: Path) -> None:
     shutil.copyfile(model.path, target)
 
 
-def convert_from_torch(model: TorchModel, folder: Path, *, batch_size: int, precision: str) -> tuple[TfliteModel, dict]:
-    """PyTorch -> TFLite with litert-torch at a fixed batch size (TFLite shapes are fixed at conversion);
+def convert_from_torch(model: TorchModel, folder: Path, *, batch_size: int, precision: str, seq_len: int = 128,
+                       shapes: Mapping[str, Sequence[int]] | None = None) -> tuple[TfliteModel, dict]:
+    """PyTorch -> TFLite with litert-torch at the shapes the model is measured and deployed at (TFLite shapes are
+    fixed at conversion): `batch_size`, `seq_len` for token inputs, `shapes` for any input the user fixed.
     `precision='fp16'` stores float weights as float16."""
+    from slimkit.data_sources import resolve_shape
+
     names = model.input_names
-    sample = tuple(_with_batch(model.example_inputs[n], batch_size, spec)
+    sample = tuple(_fit(model.example_inputs[n], resolve_shape(spec, batch_size=batch_size, seq_len=seq_len,
+                                                               shapes=shapes))
                    for n, spec in zip(names, model.input_specs, strict=True))
     path = folder / "model.tflite"
     # litert-torch, torchao, absl and TensorFlow-style native logs stay out of the terminal (--verbose shows them)
@@ -140,14 +198,30 @@ def fp16_weights(source: Path, target: Path) -> None:
                            "use the fp32 tflite recipe") from exc
 
 
-def _with_batch(tensor, batch_size: int, spec):
-    """The example input repeated (or cut) to `batch_size` along a dynamic batch dimension."""
-    import torch
-
-    if not spec.shape or isinstance(spec.shape[0], int) or tensor.shape[0] == batch_size:
+def _fit(tensor, shape: tuple[int, ...]):
+    """The example input repeated (or cut) along each axis to `shape`: its values (token ids, a mask of ones)
+    keep their meaning, only the extent changes."""
+    if tuple(tensor.shape) == tuple(shape) or tensor.dim() != len(shape):
         return tensor
-    reps = -(-batch_size // tensor.shape[0])
-    return torch.cat([tensor] * reps, dim=0)[:batch_size]
+    reps = [-(-want // max(have, 1)) for have, want in zip(tensor.shape, shape, strict=True)]
+    return tensor.repeat(*reps)[tuple(slice(0, want) for want in shape)].contiguous()
+
+
+def _weight_only(cfg: dict) -> tuple[str, dict]:
+    """ONNX weight-only int4 is block-wise MatMulNBits computing in int8: on LiteRT that is dynamic-range int4
+    with the same block size (LiteRT has no block-wise kernel for float compute); int8 stays weight-only."""
+    if cfg.get("bits", 4) == 4:
+        return "tflite-dynamic", {"bits": 4, "block_size": cfg.get("block_size", 32)}
+    return "tflite-weight-only", {"bits": 8}
+
+
+# ONNX Runtime quantization passes and what does their job on LiteRT (ai-edge-quantizer), config carried over.
+_EQUIVALENTS = {
+    "int8-dynamic": lambda cfg: ("tflite-dynamic", {"per_channel": cfg.get("per_channel", True)}),
+    "int8-static": lambda cfg: ("tflite-static", {}),
+    "int8-auto": lambda cfg: ("tflite-int8-auto", {k: cfg[k] for k in ("min_cosine", "max_drop") if k in cfg}),
+    "weight-only": _weight_only,
+}
 
 
 FORMAT = Format(
@@ -155,9 +229,11 @@ FORMAT = Format(
     filename="model.tflite", write=write_tflite, converter="to-tflite", plain_recipe="tflite", output=True,
     description="TFLite, run with LiteRT (converted from PyTorch)",
     retarget=Retarget(
-        # TFLite is converted from the PyTorch model: the ONNX export steps have no place, and ONNX fp16 becomes
-        # fp16 weights in the flatbuffer, as the TFLite converter's `supported_types = [tf.float16]` does.
-        dropped=("to-onnx", "onnx-cleanup"),
+        # TFLite is converted from the PyTorch model: the ONNX export steps and ONNX Runtime's fused ops have no
+        # place, and ONNX fp16 becomes fp16 weights in the flatbuffer, as the TFLite converter's
+        # `supported_types = [tf.float16]` does.
+        dropped=("to-onnx", "onnx-cleanup", "transformer-fusion"),
         merge_into_converter={"fp16": lambda cfg: {"precision": "fp16"}},
+        equivalents=_EQUIVALENTS,
     ),
 )

@@ -283,5 +283,5 @@ class ToTflite(Pass):
     def run(self, model: WorkingModel, ctx: Context) -> PassResult:
         assert isinstance(model, TorchModel)
         result, stats = convert_from_torch(model, ctx.scratch("to-tflite"), batch_size=ctx.batch_size,
-                                           precision=self.config.precision)
+                                           precision=self.config.precision, seq_len=ctx.seq_len, shapes=ctx.shapes)
         return PassResult(result, stats)

@@ -149,7 +149,7 @@ class Int8Auto(Pass):
             "sensitivity": sensitivity, "float_p50_ms": judge.float_p50, "reduce_range": reduce_range,
             "reduce_range_reason": why, "eval_samples": data.num_samples, "layers": len(layers),
         }
-        return PassResult(chosen_model, stats, _outcome(chosen, cfg))
+        return PassResult(chosen_model, stats, target_outcome(chosen, cfg))
 
     def _data(self, model: OnnxModel, ctx: Context) -> Dataset:
         data = load_data(ctx.data, model, batch_size=8, seq_len=ctx.seq_len, shapes=ctx.shapes,
@@ -191,7 +191,7 @@ class Int8Auto(Pass):
         return (fallback_model or build([])), fallback
 
 
-def _outcome(chosen: dict, cfg: AutoConfig) -> Outcome:
+def target_outcome(chosen: dict, cfg: AutoConfig) -> Outcome:
     """Met or missed, judged on accuracy drop when that is the target, else on mean cosine."""
     parts = []
     if cfg.min_cosine is not None and chosen["cosine_mean"] < cfg.min_cosine:

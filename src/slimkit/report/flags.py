@@ -197,6 +197,11 @@ def candidate_flags(candidate: dict, reference: dict | None) -> list[dict]:
         flags.append(_flag(label, "accuracy-drop",
                            f"Its accuracy is {acc:.4f} against {ref_acc:.4f} for {base} "
                            f"(down {ref_acc - acc:.4f}, outside that one's 95% interval)."))
+    fell_back = _fallback_ops(candidate)
+    if fell_back:
+        flags.append(_flag(label, "reference-kernels",
+                           f"{fell_back} of its ops fall back from XNNPACK to LiteRT's built-in kernels, which run "
+                           "them one at a time and are often what makes a quantized TFLite model slow."))
     data = candidate.get("data")
     seen = data.get("seen_by") if isinstance(data, dict) else None
     if seen:
@@ -208,6 +213,16 @@ def candidate_flags(candidate: dict, reference: dict | None) -> list[dict]:
                            "Its fidelity was measured on generated random inputs rather than real data, "
                            "so it is weak evidence."))
     return flags
+
+
+def _fallback_ops(measurement: dict) -> str | None:
+    """'3 (DEQUANTIZE x2, CONV_2D x1)' when the runtime reported ops outside its delegate, else None."""
+    execution = measurement.get("execution")
+    by_type = execution.get("fallback_by_type") if isinstance(execution, dict) else None
+    if not isinstance(by_type, dict) or not by_type:
+        return None
+    total = sum(int(n) for n in by_type.values())
+    return f"{total} ({', '.join(f'{op} x{n}' for op, n in by_type.items())})"
 
 
 def compute_flags(measurements: list[dict], reference_label: str | None) -> list[dict]:

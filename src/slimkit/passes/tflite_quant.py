@@ -1,0 +1,461 @@
+"""TFLite quantization with ai-edge-quantizer, the quantizer made for LiteRT: dynamic-range, weight-only and
+full-integer static int8 (int16 activations for sensitive models), int4 weights (block-wise where LiteRT has the
+kernels), and an accuracy-aware int8 that keeps the most sensitive ops in float.
+
+ai-edge-quantizer does the quantization; slimkit chooses the recipe, feeds it calibration data from --data, names
+the ops it left in float, and measures what the result costs on LiteRT (see `formats/tflite_graph.py`): a smaller
+TFLite file is often a slower one, because its ops leave XNNPACK for the reference kernels.
+`slimkit optimize --recipe int8-static --to tflite` lands here (see `formats/tflite.py`'s retarget rules).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import Field, model_validator
+
+from slimkit.config import AtLeastOne, ConfigError, Cosine, searchable
+from slimkit.errors import SlimkitError, first_line, require
+from slimkit.evaluate.fidelity import accuracy, compare_outputs
+from slimkit.formats.tflite import KIND as TFLITE_KIND
+from slimkit.formats.tflite import TfliteModel, TfliteRunner, to_input
+from slimkit.formats.tflite_graph import float_weights, ops_of, precision_by_op
+from slimkit.models.base import WorkingModel
+from slimkit.passes.base import Context, Pass, PassConfig, PassResult, register
+from slimkit.passes.mixed_precision import target_outcome
+from slimkit.passes.quantize import MIN_CALIBRATION_SAMPLES, calibration_data
+from slimkit.quiet import quiet_native
+
+BLOCK_SIZES = (0, 32, 64, 128, 256)  # 0: one scale per output channel
+
+
+def _aeq():
+    """ai-edge-quantizer's modules (the `tflite` extra)."""
+    with quiet_native("ai-edge-quantizer"):
+        require("ai_edge_quantizer", "tflite")
+        from ai_edge_quantizer import algorithm_manager, qtyping, quantizer
+    return quantizer, qtyping, algorithm_manager
+
+
+@dataclass(frozen=True)
+class Scheme:
+    """One ai-edge-quantizer recipe: `mode` dynamic (int weights, activations quantized on the fly by the
+    kernel), weight_only (int weights dequantized in the graph, float compute) or static (int weights and
+    calibrated int activations); `keep_float` holds op scopes left in float."""
+
+    mode: Literal["dynamic", "weight_only", "static"]
+    weight_bits: int = 8
+    activation_bits: int = 8
+    per_channel: bool = True
+    block_size: int = 0
+    keep_float: tuple[str, ...] = ()
+
+    def describe(self) -> str:
+        weights = f"int{self.weight_bits} weights " + (
+            f"block {self.block_size}" if self.block_size else "per channel" if self.per_channel else "per tensor")
+        if self.mode == "static":
+            return f"{weights}, int{self.activation_bits} activations (calibrated)"
+        return weights + (", float compute" if self.mode == "weight_only" else ", activations quantized at run time")
+
+
+def _quantizer(source: Path, scheme: Scheme):
+    quantizer, qtyping, algorithm_manager = _aeq()
+    granularity = (getattr(qtyping.QuantGranularity, f"BLOCKWISE_{scheme.block_size}") if scheme.block_size
+                   else qtyping.QuantGranularity.CHANNELWISE if scheme.per_channel
+                   else qtyping.QuantGranularity.TENSORWISE)
+    every = qtyping.TFLOperationName.ALL_SUPPORTED
+    q = quantizer.Quantizer(str(source))
+    if scheme.mode == "dynamic":
+        q.add_dynamic_config(".*", every, scheme.weight_bits, granularity)
+    elif scheme.mode == "weight_only":
+        q.add_weight_only_config(".*", every, scheme.weight_bits, granularity)
+    else:
+        q.add_static_config(".*", every, scheme.activation_bits, scheme.weight_bits, granularity)
+    for scope in scheme.keep_float:  # a later recipe entry wins over ".*" for the ops it matches
+        q.update_quantization_recipe(regex="^" + re.escape(scope) + "$", operation_name=every,
+                                     algorithm_key=algorithm_manager.AlgorithmName.NO_QUANTIZE)
+    return q
+
+
+def quantize_tflite(source: Path, target: Path, scheme: Scheme, *, calibration: dict | None = None,
+                    qsvs: dict | None = None, threads: int = 1) -> dict | None:
+    """Write `source` quantized by `scheme` to `target`; returns the calibration statistics (reusable for another
+    scheme over the same model). A static scheme needs `calibration` (signature -> feeds) or earlier `qsvs`."""
+    q = _quantizer(source, scheme)
+    try:
+        with quiet_native("ai-edge-quantizer"):
+            if q.need_calibration and qsvs is None:
+                if calibration is None:
+                    raise SlimkitError("static TFLite quantization needs calibration data",
+                                       f"pass --data with at least {MIN_CALIBRATION_SAMPLES} representative samples")
+                qsvs = q.calibrate(calibration, num_threads=threads)
+            q.quantize(qsvs if q.need_calibration else None, enable_progress_report=False).export_model(
+                str(target), overwrite=True)
+    except SlimkitError:
+        raise
+    except Exception as exc:  # the quantizer's failures are not typed
+        raise SlimkitError(f"ai-edge-quantizer cannot quantize this TFLite model ({scheme.describe()}): "
+                           f"{first_line(exc, 200)}", "try another recipe (int8-dynamic, fp16) or --to onnx") from exc
+    return qsvs
+
+
+def signature_feeds(model: TfliteModel, feeds: list[dict[str, np.ndarray]]) -> dict[str, list[dict]]:
+    """Feeds keyed by slimkit's input names, as ai-edge-quantizer wants them: by signature input name, in the
+    tensor's dtype (token ids as int32)."""
+    with quiet_native("LiteRT"):
+        interpreter = require("ai_edge_litert.interpreter", "tflite").Interpreter(model_path=str(model.path))
+    key = next(iter(interpreter.get_signature_list()))
+    by_index = {d["index"]: name for name, d in interpreter.get_signature_runner(key).get_input_details().items()}
+    details = interpreter.get_input_details()
+    names = model.input_names or [d["name"] for d in details]
+    return {key: [{by_index[d["index"]]: to_input(feed[n], d) for n, d in zip(names, details, strict=False)}
+                  for feed in feeds]}
+
+
+def _model_batch(model: TfliteModel, threads: int) -> int:
+    specs = TfliteRunner(model, threads).input_specs
+    return int(specs[0].shape[0]) if specs and specs[0].shape else 1
+
+
+def _full_batches(model: TfliteModel, ctx: Context, limit: int, what: str, *, generated_ok: bool = False):
+    """ctx.data in batches of the model's fixed batch size (a TFLite model is converted at one shape);
+    a last partial batch is dropped."""
+    from slimkit.data_sources import load_data
+
+    batch = _model_batch(model, ctx.threads)
+    if generated_ok and ctx.data is None:
+        data = load_data(None, model, batch_size=batch, seq_len=ctx.seq_len, shapes=ctx.shapes,
+                         generated_samples=max(16, batch))
+    else:
+        data = calibration_data(model, ctx, max(limit, batch), batch_size=batch, what=what)
+    full = [b for b in data.batches if b.size == batch]
+    if not full:
+        raise SlimkitError(f"{what} needs at least {batch} samples (the TFLite model's batch size), got "
+                           f"{data.num_samples}", "pass more --data, or convert at a smaller --batch-size")
+    return full, data
+
+
+def _refuse_quantized(model: TfliteModel, name: str) -> None:
+    if not float_weights(model.path):
+        raise SlimkitError(f"{name}: the TFLite model is already quantized or stores fp16 weights",
+                           "start from the fp32 TFLite (to-tflite with precision fp32); quantizing twice only "
+                           "adds error")
+
+
+def _report(source: Path, result: Path, scheme: Scheme) -> dict[str, Any]:
+    """What ai-edge-quantizer did, by op type; ops it left in float are named (weight ops for weight schemes,
+    every op for static ones)."""
+    by_type = precision_by_op(result)
+    ops, tensors = ops_of(source)
+    weighted = {op.name for op in ops
+                if any(tensors[t]["constant"] and len(tensors[t]["shape"]) >= 2 and "float" in np.dtype(
+                    tensors[t]["dtype"]).name for t in op.inputs if t in tensors)}
+    kept = {name: row["float"] for name, row in by_type.items() if row["float"]
+            and (scheme.mode == "static" or name in weighted)}
+    return {
+        "scheme": scheme.describe(),
+        "quantized_ops": {name: row["quantized"] for name, row in by_type.items() if row["quantized"]},
+        "kept_float_ops": kept,
+        "bytes_before": source.stat().st_size,
+        "bytes_after": result.stat().st_size,
+    }
+
+
+def _finish(model: TfliteModel, ctx: Context, name: str, scheme: Scheme, *, calibration: dict | None = None,
+            qsvs: dict | None = None) -> tuple[TfliteModel, dict]:
+    target = ctx.scratch(name) / "model.tflite"
+    quantize_tflite(model.path, target, scheme, calibration=calibration, qsvs=qsvs, threads=ctx.threads)
+    result = TfliteModel(path=target, input_names=model.input_names)
+    result.carry_over(model)
+    stats = {"quantizer": f"ai-edge-quantizer {_version()}", **_report(model.path, target, scheme)}
+    if stats["kept_float_ops"]:
+        ctx.progress(f"{name}: kept in float by ai-edge-quantizer: "
+                     + ", ".join(f"{k} x{v}" for k, v in stats["kept_float_ops"].items()))
+    return result, stats
+
+
+def _version() -> str:
+    from importlib import metadata
+
+    return metadata.version("ai-edge-quantizer")
+
+
+class TfliteQuantPass(Pass):
+    accepts = frozenset({TFLITE_KIND})
+    returns = TFLITE_KIND
+    quantizes = True
+    needs_float = True
+    search_stage = "quantize"
+
+    def scheme(self) -> Scheme:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def run(self, model: WorkingModel, ctx: Context) -> PassResult:
+        assert isinstance(model, TfliteModel) and model.path is not None
+        _refuse_quantized(model, self.name)
+        result, stats = _finish(model, ctx, self.name, self.scheme())
+        return PassResult(result, stats)
+
+
+class DynamicConfig(PassConfig):
+    # int8 weights with activations quantized by the kernel at run time (the TFLite converter's
+    # `optimizations = [tf.lite.Optimize.DEFAULT]` without a representative dataset); bits 4 with a block size
+    # is LiteRT's block-wise int4 for FULLY_CONNECTED.
+    bits: Literal[4, 8] = Field(8, json_schema_extra=searchable(choices=[8, 4]))
+    per_channel: bool = True
+    block_size: int = 0
+
+    @model_validator(mode="after")
+    def _granularity(self) -> DynamicConfig:
+        _check_block(self.block_size, self.bits, self.per_channel)
+        return self
+
+
+def _check_block(block: int, bits: int, per_channel: bool) -> None:
+    if block not in BLOCK_SIZES:
+        raise ConfigError("block_size", f"block_size={block} is not one of {BLOCK_SIZES}",
+                          "use 0 (per channel), 32, 64, 128 or 256")
+    if block and bits != 4:
+        raise ConfigError("block_size", f"block_size={block} with bits={bits}: LiteRT has block-wise kernels "
+                          "for int4 weights only", "set bits: 4, or block_size: 0")
+    if block and not per_channel:
+        raise ConfigError("per_channel", "per_channel=false and a block size both set", "choose one")
+
+
+@register
+class TfliteDynamic(TfliteQuantPass):
+    """Dynamic-range quantization: int8 (or int4) weights; LiteRT quantizes activations per call."""
+
+    name = "tflite-dynamic"
+    Config = DynamicConfig
+    description = "TFLite dynamic-range int8/int4 weights (ai-edge-quantizer); no data needed"
+
+    def scheme(self) -> Scheme:
+        cfg = self.config
+        return Scheme("dynamic", cfg.bits, per_channel=cfg.per_channel, block_size=cfg.block_size)
+
+
+class WeightOnlyConfig(PassConfig):
+    bits: Literal[4, 8] = Field(8, json_schema_extra=searchable(choices=[8, 4]))
+    per_channel: bool = True
+
+
+@register
+class TfliteWeightOnly(TfliteQuantPass):
+    """Weight-only quantization: int8/int4 weights stored, dequantized in the graph, float compute."""
+
+    name = "tflite-weight-only"
+    Config = WeightOnlyConfig
+    description = "TFLite int8/int4 weights dequantized in the graph, float compute (ai-edge-quantizer)"
+
+    def scheme(self) -> Scheme:
+        return Scheme("weight_only", self.config.bits, per_channel=self.config.per_channel)
+
+
+class StaticConfig(PassConfig):
+    # Full-integer: int8 weights and int8 activations calibrated on --data (the TFLite converter with a
+    # `representative_dataset`); 16 = int16 activations, for models int8 activations hurt.
+    activation_bits: Literal[8, 16] = Field(8, json_schema_extra=searchable(choices=[8, 16]))
+    per_channel: bool = True
+    samples: int = Field(200, ge=MIN_CALIBRATION_SAMPLES)  # calibration samples read from --data
+    # Op types (SOFTMAX) or op names (scopes, as `inspect` lists them) kept in float.
+    keep_float: list[str] = []
+
+
+def _keep_float_scopes(model: TfliteModel, wanted: list[str]) -> tuple[str, ...]:
+    if not wanted:
+        return ()
+    ops, _ = ops_of(model.path)
+    scopes = tuple(op.scope for op in ops if op.name in wanted or op.scope in wanted or any(
+        w in op.outputs for w in wanted))
+    unknown = [w for w in wanted if not any(w == op.name or w == op.scope or w in op.outputs for op in ops)]
+    if unknown:
+        raise ConfigError("keep_float", f"keep_float names {unknown}, which no op of this model matches",
+                          "give op types (" + ", ".join(sorted({op.name for op in ops})[:8]) + ", ...) or op names")
+    return scopes
+
+
+@register
+class TfliteStatic(TfliteQuantPass):
+    """Full-integer static quantization, calibrated on --data: XNNPACK's int8 kernels end to end."""
+
+    name = "tflite-static"
+    Config = StaticConfig
+    description = "TFLite full-integer int8 (or int16-activation) quantization calibrated on --data"
+
+    def data_use(self) -> frozenset[str]:
+        return frozenset({"calibrate"})
+
+    def run(self, model: WorkingModel, ctx: Context) -> PassResult:
+        assert isinstance(model, TfliteModel) and model.path is not None
+        _refuse_quantized(model, self.name)
+        cfg = self.config
+        batches, _data = _full_batches(model, ctx, cfg.samples, self.name)
+        scheme = Scheme("static", 8, cfg.activation_bits, cfg.per_channel,
+                        keep_float=_keep_float_scopes(model, cfg.keep_float))
+        result, stats = _finish(model, ctx, self.name, scheme,
+                                calibration=signature_feeds(model, [b.feed for b in batches]))
+        stats["calibration_samples"] = sum(b.size for b in batches)
+        return PassResult(result, stats)
+
+
+class AutoConfig(StaticConfig):
+    min_cosine: Cosine | None = 0.99
+    max_drop: float | None = Field(None, ge=0, lt=1)  # accuracy drop allowed, needs labelled --data
+    eval_samples: AtLeastOne = 64
+    sensitivity_samples: AtLeastOne = 4
+
+    @model_validator(mode="after")
+    def _has_a_target(self) -> AutoConfig:
+        if self.min_cosine is None and self.max_drop is None:
+            raise ConfigError("min_cosine", "neither min_cosine nor max_drop is set, and tflite-int8-auto needs a "
+                              "target", "pass --min-cosine 0.99 or --max-drop 0.01")
+        return self
+
+
+@register
+class TfliteInt8Auto(TfliteQuantPass):
+    """Accuracy-aware full-integer int8: the whole model first; if it misses the target, ops are ranked by the
+    error each adds (ai-edge-quantizer's per-tensor comparison), and the fewest most harmful ones are kept in
+    float (per-op recipe entries) until --min-cosine / --max-drop holds."""
+
+    name = "tflite-int8-auto"
+    Config = AutoConfig
+    description = "TFLite int8 with the most sensitive ops kept in float until --min-cosine / --max-drop holds"
+
+    def data_use(self) -> frozenset[str]:
+        return frozenset({"calibrate", "select"})
+
+    def run(self, model: WorkingModel, ctx: Context) -> PassResult:
+        assert isinstance(model, TfliteModel) and model.path is not None
+        _refuse_quantized(model, self.name)
+        cfg = self.config
+        batches, data = _full_batches(model, ctx, max(cfg.samples, cfg.eval_samples), self.name)
+        if cfg.max_drop is not None and not data.has_labels:
+            raise SlimkitError("--max-drop needs labelled data", "pass --data with a 'labels' array, or use --min-cosine")
+        calibrate = batches[: max(1, cfg.samples // batches[0].size)]
+        calibrated = sum(b.size for b in calibrate)
+        calibration = signature_feeds(model, [b.feed for b in calibrate])
+        judge = _Judge(model, batches[: max(1, cfg.eval_samples // batches[0].size)], ctx.threads, cfg)
+        base = Scheme("static", 8, cfg.activation_bits, cfg.per_channel,
+                      keep_float=_keep_float_scopes(model, cfg.keep_float))
+        folder = ctx.scratch(self.name)
+        qsvs = quantize_tflite(model.path, folder / "full.tflite", base, calibration=calibration, threads=ctx.threads)
+        ctx.progress(f"{self.name}: whole model")
+        full = judge.score(folder / "full.tflite")
+        tried = [{"kept_float": 0, **full}]
+        chosen_path, chosen, ranking = folder / "full.tflite", tried[0], []
+        if not full["meets"]:
+            ranking = self._ranking(model, folder / "full.tflite", calibration, ctx)
+            chosen_path, chosen = self._search(model, base, qsvs, ranking, judge, tried, folder, ctx)
+        result = TfliteModel(path=chosen_path, input_names=model.input_names)
+        result.carry_over(model)
+        kept = tuple(base.keep_float) + tuple(chosen.get("kept_float_ops", ()))
+        stats = {"quantizer": f"ai-edge-quantizer {_version()}",
+                 **_report(model.path, chosen_path, Scheme("static", 8, cfg.activation_bits, cfg.per_channel, keep_float=kept)),
+                 "target": {"min_cosine": cfg.min_cosine, "max_drop": cfg.max_drop},
+                 "chosen": {k: v for k, v in chosen.items() if k != "kept_float_ops"},
+                 "kept_float_by_choice": [_short(s) for s in chosen.get("kept_float_ops", ())],
+                 "tried": [{k: v for k, v in t.items() if k != "kept_float_ops"} for t in tried],
+                 "most_sensitive": [{"op": r["op"], "name": _short(r["scope"]), "snr_loss_db": r["loss"]}
+                                    for r in ranking[:10]],
+                 "calibration_samples": calibrated, "eval_samples": judge.samples}
+        return PassResult(result, stats, target_outcome(chosen, cfg))
+
+    def _ranking(self, model: TfliteModel, quantized: Path, calibration: dict, ctx: Context) -> list[dict]:
+        """Ops by the signal-to-noise ratio they lose (dB, output against inputs), largest first: ai-edge-
+        quantizer's comparison of every tensor of the float and quantized models on a few calibration feeds."""
+        from ai_edge_quantizer import model_validator
+        from ai_edge_quantizer.utils import validation_utils
+
+        ctx.progress(f"{self.name}: ranking ops by the error they add")
+        key = next(iter(calibration))
+        sample = {key: calibration[key][: self.config.sensitivity_samples]}
+        with quiet_native("ai-edge-quantizer"):
+            snr = model_validator.compare_model(
+                Path(model.path).read_bytes(), quantized.read_bytes(), sample,
+                [validation_utils.ValidationErrorMetric.SNR], use_xnnpack=False, num_threads=ctx.threads,
+            ).get_all_tensor_results()
+        ops, _ = ops_of(model.path)
+
+        def level(name: str) -> float | None:
+            value = snr.get(name, {}).get("snr")
+            return None if value is None or not np.isfinite(value) else float(min(value, 200.0))
+
+        rows = []
+        for op in ops:
+            out = [v for v in (level(t) for t in op.outputs) if v is not None]
+            ins = [v for v in (level(t) for t in op.inputs) if v is not None]
+            if not out:
+                continue
+            loss = (min(ins) if ins else 200.0) - min(out)
+            rows.append({"op": op.name, "scope": op.scope, "loss": round(loss, 3)})
+        rows.sort(key=lambda r: -r["loss"])
+        return [r for r in rows if r["loss"] > 0]
+
+    def _search(self, model: TfliteModel, base: Scheme, qsvs: dict | None, ranking: list[dict], judge: _Judge,
+                tried: list[dict], folder: Path, ctx: Context) -> tuple[Path, dict]:
+        """Fewest most-harmful ops kept in float that meet the target (bisection); else the best found."""
+        order = [r["scope"] for r in ranking]
+        lo, hi = 0, len(order) + 1
+        best: tuple[Path, dict] | None = None
+        fallback = (folder / "full.tflite", tried[0])
+        while hi - lo > 1:
+            k = min((lo + hi) // 2, len(order))
+            ctx.progress(f"{self.name}: keeping {k} ops in float")
+            path = folder / f"keep-{k}.tflite"
+            scheme = Scheme("static", 8, base.activation_bits, base.per_channel,
+                            keep_float=tuple(base.keep_float) + tuple(order[:k]))
+            quantize_tflite(model.path, path, scheme, qsvs=qsvs, threads=ctx.threads)
+            score = {"kept_float": k, "kept_float_ops": tuple(order[:k]), **judge.score(path)}
+            tried.append(score)
+            if score["meets"]:
+                hi, best = k, (path, score)
+            else:
+                lo = k
+                if score["cosine_mean"] > fallback[1]["cosine_mean"]:
+                    fallback = (path, score)
+            if k == len(order):
+                break
+        return best or fallback
+
+
+def _short(scope: str, limit: int = 90) -> str:
+    """An op scope cut to its last name (litert-torch names are module paths joined by ';')."""
+    last = [part for part in scope.split(";") if part][-1] if scope.strip(";") else scope
+    return last if len(last) <= limit else "..." + last[-(limit - 3):]
+
+
+class _Judge:
+    """Scores a TFLite candidate on fixed batches against the float TFLite model's outputs (and labels)."""
+
+    def __init__(self, model: TfliteModel, batches: list, threads: int, config: AutoConfig) -> None:
+        self.batches, self.threads, self.config = batches, threads, config
+        self.samples = sum(b.size for b in batches)
+        self.names = model.input_names
+        runner = TfliteRunner(model, threads)
+        self.reference = [runner.run(b.feed)[0] for b in batches]
+        self.labels = [b.labels for b in batches] if all(b.labels is not None for b in batches) else None
+        self.float_accuracy = accuracy(self.reference, self.labels) if self.labels else None
+
+    def score(self, path: Path) -> dict:
+        runner = TfliteRunner(TfliteModel(path=path, input_names=self.names), self.threads)
+        outputs = [runner.run(b.feed)[0] for b in self.batches]
+        fid = compare_outputs(self.reference, outputs)
+        result: dict[str, Any] = {"cosine_mean": fid["cosine_mean"], "cosine_min": fid["cosine_min"]}
+        if self.labels:
+            acc = accuracy(outputs, self.labels)
+            result["accuracy"] = acc
+            result["accuracy_drop"] = (self.float_accuracy - acc) if acc is not None else None
+        result["size_bytes"] = path.stat().st_size
+        ok = True
+        if self.config.min_cosine is not None:
+            ok &= result["cosine_mean"] >= self.config.min_cosine
+        if self.config.max_drop is not None:
+            ok &= result.get("accuracy_drop") is not None and result["accuracy_drop"] <= self.config.max_drop
+        result["meets"] = bool(ok)
+        return result
