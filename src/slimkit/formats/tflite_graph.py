@@ -124,10 +124,12 @@ def float_weights(path: Path) -> bool:
 
 def precision_by_op(path: Path) -> dict[str, dict[str, int]]:
     """Op type -> {'quantized': n, 'float': m}: an op is quantized when any of its tensors holds low-bit values
-    (int8 activations, int8/int4 weights)."""
+    (int8 activations, int8/int4 weights, also behind a weight's DEQUANTIZE); an op fed by a dequantized
+    activation computes in float."""
     ops, tensors = ops_of(path)
     # Weight-only models dequantize their int8/int4 weights in the graph: a DEQUANTIZE output stands for its input.
-    source = {op.outputs[0]: op.inputs[0] for op in ops if op.name == "DEQUANTIZE" and op.inputs and op.outputs}
+    source = {op.outputs[0]: op.inputs[0] for op in ops if op.name == "DEQUANTIZE" and op.inputs and op.outputs
+              and tensors[op.inputs[0]]["constant"]}
     table: dict[str, dict[str, int]] = {}
     for op in ops:
         if op.name in ("QUANTIZE", "DEQUANTIZE"):

@@ -307,7 +307,9 @@ class AutoConfig(StaticConfig):
     min_cosine: Cosine | None = 0.99
     max_drop: float | None = Field(None, ge=0, lt=1)  # accuracy drop allowed, needs labelled --data
     eval_samples: AtLeastOne = 64
-    sensitivity_samples: AtLeastOne = 4
+    sensitivity_samples: AtLeastOne = 8
+    # Graphs with more ops than this are ranked by op type (all SOFTMAX ops as one unit), not op by op.
+    max_units: AtLeastOne = 48
 
     @model_validator(mode="after")
     def _has_a_target(self) -> AutoConfig:
@@ -319,9 +321,10 @@ class AutoConfig(StaticConfig):
 
 @register
 class TfliteInt8Auto(TfliteQuantPass):
-    """Accuracy-aware full-integer int8: the whole model first; if it misses the target, ops are ranked by the
-    error each adds (ai-edge-quantizer's per-tensor comparison), and the fewest most harmful ones are kept in
-    float (per-op recipe entries) until --min-cosine / --max-drop holds."""
+    """Accuracy-aware full-integer int8. The whole model first; if it misses the target, each unit (an op, or
+    every op of one type in a large graph) is quantized alone with the rest in float, ranking the units by the
+    loss each causes; then the fewest most harmful units are kept in float (per-op recipe entries), found by
+    bisection, until --min-cosine / --max-drop holds."""
 
     name = "tflite-int8-auto"
     Config = AutoConfig
@@ -338,7 +341,6 @@ class TfliteInt8Auto(TfliteQuantPass):
         if cfg.max_drop is not None and not data.has_labels:
             raise SlimkitError("--max-drop needs labelled data", "pass --data with a 'labels' array, or use --min-cosine")
         calibrate = batches[: max(1, cfg.samples // batches[0].size)]
-        calibrated = sum(b.size for b in calibrate)
         calibration = signature_feeds(model, [b.feed for b in calibrate])
         judge = _Judge(model, batches[: max(1, cfg.eval_samples // batches[0].size)], ctx.threads, cfg)
         base = Scheme("static", 8, cfg.activation_bits, cfg.per_channel,
@@ -346,72 +348,68 @@ class TfliteInt8Auto(TfliteQuantPass):
         folder = ctx.scratch(self.name)
         qsvs = quantize_tflite(model.path, folder / "full.tflite", base, calibration=calibration, threads=ctx.threads)
         ctx.progress(f"{self.name}: whole model")
-        full = judge.score(folder / "full.tflite")
-        tried = [{"kept_float": 0, **full}]
+        tried = [{"kept_float": 0, **judge.score(folder / "full.tflite")}]
         chosen_path, chosen, ranking = folder / "full.tflite", tried[0], []
-        if not full["meets"]:
-            ranking = self._ranking(model, folder / "full.tflite", calibration, ctx)
+        if not tried[0]["meets"]:
+            ranking = self._sensitivity(model, base, qsvs, judge, folder, ctx)
             chosen_path, chosen = self._search(model, base, qsvs, ranking, judge, tried, folder, ctx)
         result = TfliteModel(path=chosen_path, input_names=model.input_names)
         result.carry_over(model)
-        kept = tuple(base.keep_float) + tuple(chosen.get("kept_float_ops", ()))
+        kept_units = ranking[: chosen["kept_float"]]
+        kept = tuple(base.keep_float) + tuple(scope for unit in kept_units for scope in unit["scopes"])
         stats = {"quantizer": f"ai-edge-quantizer {_version()}",
-                 **_report(model.path, chosen_path, Scheme("static", 8, cfg.activation_bits, cfg.per_channel, keep_float=kept)),
+                 **_report(model.path, chosen_path, Scheme("static", 8, cfg.activation_bits, cfg.per_channel,
+                                                           keep_float=kept)),
                  "target": {"min_cosine": cfg.min_cosine, "max_drop": cfg.max_drop},
-                 "chosen": {k: v for k, v in chosen.items() if k != "kept_float_ops"},
-                 "kept_float_by_choice": [_short(s) for s in chosen.get("kept_float_ops", ())],
-                 "tried": [{k: v for k, v in t.items() if k != "kept_float_ops"} for t in tried],
-                 "most_sensitive": [{"op": r["op"], "name": _short(r["scope"]), "snr_loss_db": r["loss"]}
-                                    for r in ranking[:10]],
-                 "calibration_samples": calibrated, "eval_samples": judge.samples}
+                 "chosen": chosen, "kept_float_by_choice": [unit["unit"] for unit in kept_units], "tried": tried,
+                 "sensitivity": [{k: v for k, v in unit.items() if k != "scopes"} for unit in ranking],
+                 "calibration_samples": sum(b.size for b in calibrate), "eval_samples": judge.samples}
         return PassResult(result, stats, target_outcome(chosen, cfg))
 
-    def _ranking(self, model: TfliteModel, quantized: Path, calibration: dict, ctx: Context) -> list[dict]:
-        """Ops by the signal-to-noise ratio they lose (dB, output against inputs), largest first: ai-edge-
-        quantizer's comparison of every tensor of the float and quantized models on a few calibration feeds."""
-        from ai_edge_quantizer import model_validator
-        from ai_edge_quantizer.utils import validation_utils
-
-        ctx.progress(f"{self.name}: ranking ops by the error they add")
-        key = next(iter(calibration))
-        sample = {key: calibration[key][: self.config.sensitivity_samples]}
-        with quiet_native("ai-edge-quantizer"):
-            snr = model_validator.compare_model(
-                Path(model.path).read_bytes(), quantized.read_bytes(), sample,
-                [validation_utils.ValidationErrorMetric.SNR], use_xnnpack=False, num_threads=ctx.threads,
-            ).get_all_tensor_results()
+    def _sensitivity(self, model: TfliteModel, base: Scheme, qsvs: dict | None, judge: _Judge, folder: Path,
+                     ctx: Context) -> list[dict]:
+        """Units by the loss each causes when it alone is quantized, worst first. A unit is one op, or every op
+        of one type when the graph has more than `max_units` ops (a transformer's hundreds)."""
         ops, _ = ops_of(model.path)
-
-        def level(name: str) -> float | None:
-            value = snr.get(name, {}).get("snr")
-            return None if value is None or not np.isfinite(value) else float(min(value, 200.0))
-
+        candidates = [op for op in ops if op.scope not in base.keep_float and op.name not in ("QUANTIZE", "DEQUANTIZE")]
+        if len(candidates) <= self.config.max_units:
+            units = {f"#{op.index} {op.name} {_short(op.scope, 60)}": [op] for op in candidates}
+        else:
+            units = {}
+            for op in candidates:
+                units.setdefault(op.name, []).append(op)
+        every = tuple(op.scope for op in candidates)
+        batches = max(1, self.config.sensitivity_samples // judge.batches[0].size)
         rows = []
-        for op in ops:
-            out = [v for v in (level(t) for t in op.outputs) if v is not None]
-            ins = [v for v in (level(t) for t in op.inputs) if v is not None]
-            if not out:
-                continue
-            loss = (min(ins) if ins else 200.0) - min(out)
-            rows.append({"op": op.name, "scope": op.scope, "loss": round(loss, 3)})
+        for i, (label, members) in enumerate(units.items()):
+            ctx.progress(f"{self.name}: sensitivity {i + 1}/{len(units)}")
+            alone = {op.scope for op in members}
+            path = folder / "alone.tflite"
+            quantize_tflite(model.path, path, Scheme("static", 8, base.activation_bits, base.per_channel,
+                                                     keep_float=base.keep_float + tuple(s for s in every
+                                                                                        if s not in alone)),
+                            qsvs=qsvs, threads=ctx.threads)
+            score = judge.score(path, batches=batches)
+            rows.append({"unit": label, "ops": len(members), "loss": round(judge.loss(score), 6),
+                         "cosine_mean": score["cosine_mean"], "scopes": [op.scope for op in members]})
         rows.sort(key=lambda r: -r["loss"])
-        return [r for r in rows if r["loss"] > 0]
+        return rows
 
     def _search(self, model: TfliteModel, base: Scheme, qsvs: dict | None, ranking: list[dict], judge: _Judge,
                 tried: list[dict], folder: Path, ctx: Context) -> tuple[Path, dict]:
-        """Fewest most-harmful ops kept in float that meet the target (bisection); else the best found."""
-        order = [r["scope"] for r in ranking]
-        lo, hi = 0, len(order) + 1
+        """Fewest most-harmful units kept in float that meet the target (bisection); else the best found."""
+        lo, hi = 0, len(ranking) + 1
         best: tuple[Path, dict] | None = None
         fallback = (folder / "full.tflite", tried[0])
         while hi - lo > 1:
-            k = min((lo + hi) // 2, len(order))
-            ctx.progress(f"{self.name}: keeping {k} ops in float")
+            k = min((lo + hi) // 2, len(ranking))
+            ctx.progress(f"{self.name}: keeping {k} of {len(ranking)} in float")
             path = folder / f"keep-{k}.tflite"
-            scheme = Scheme("static", 8, base.activation_bits, base.per_channel,
-                            keep_float=tuple(base.keep_float) + tuple(order[:k]))
-            quantize_tflite(model.path, path, scheme, qsvs=qsvs, threads=ctx.threads)
-            score = {"kept_float": k, "kept_float_ops": tuple(order[:k]), **judge.score(path)}
+            kept = tuple(scope for unit in ranking[:k] for scope in unit["scopes"])
+            quantize_tflite(model.path, path, Scheme("static", 8, base.activation_bits, base.per_channel,
+                                                     keep_float=base.keep_float + kept),
+                            qsvs=qsvs, threads=ctx.threads)
+            score = {"kept_float": k, **judge.score(path)}
             tried.append(score)
             if score["meets"]:
                 hi, best = k, (path, score)
@@ -419,7 +417,7 @@ class TfliteInt8Auto(TfliteQuantPass):
                 lo = k
                 if score["cosine_mean"] > fallback[1]["cosine_mean"]:
                     fallback = (path, score)
-            if k == len(order):
+            if k == len(ranking):
                 break
         return best or fallback
 
@@ -440,17 +438,18 @@ class _Judge:
         runner = TfliteRunner(model, threads)
         self.reference = [runner.run(b.feed)[0] for b in batches]
         self.labels = [b.labels for b in batches] if all(b.labels is not None for b in batches) else None
-        self.float_accuracy = accuracy(self.reference, self.labels) if self.labels else None
 
-    def score(self, path: Path) -> dict:
+    def score(self, path: Path, *, batches: int | None = None) -> dict:
         runner = TfliteRunner(TfliteModel(path=path, input_names=self.names), self.threads)
-        outputs = [runner.run(b.feed)[0] for b in self.batches]
-        fid = compare_outputs(self.reference, outputs)
+        chosen = self.batches[:batches] if batches else self.batches
+        outputs = [runner.run(b.feed)[0] for b in chosen]
+        fid = compare_outputs(self.reference[: len(chosen)], outputs)
         result: dict[str, Any] = {"cosine_mean": fid["cosine_mean"], "cosine_min": fid["cosine_min"]}
         if self.labels:
-            acc = accuracy(outputs, self.labels)
+            acc = accuracy(outputs, self.labels[: len(chosen)])
+            base = accuracy(self.reference[: len(chosen)], self.labels[: len(chosen)])
             result["accuracy"] = acc
-            result["accuracy_drop"] = (self.float_accuracy - acc) if acc is not None else None
+            result["accuracy_drop"] = (base - acc) if acc is not None and base is not None else None
         result["size_bytes"] = path.stat().st_size
         ok = True
         if self.config.min_cosine is not None:
@@ -459,3 +458,9 @@ class _Judge:
             ok &= result.get("accuracy_drop") is not None and result["accuracy_drop"] <= self.config.max_drop
         result["meets"] = bool(ok)
         return result
+
+    def loss(self, score: dict) -> float:
+        """What sensitivity ranks by: accuracy drop when judged by accuracy (cosine breaks ties), else 1 - cosine."""
+        if self.config.max_drop is not None and score.get("accuracy_drop") is not None:
+            return float(score["accuracy_drop"]) + (1.0 - score["cosine_mean"]) * 1e-3
+        return 1.0 - score["cosine_mean"]
