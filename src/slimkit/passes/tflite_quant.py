@@ -21,6 +21,7 @@ from pydantic import Field, model_validator
 from slimkit.config import AtLeastOne, ConfigError, Cosine, searchable
 from slimkit.errors import SlimkitError, first_line, require
 from slimkit.evaluate.fidelity import accuracy, compare_outputs
+from slimkit.evaluate.latency import interleaved_p50
 from slimkit.formats.tflite import KIND as TFLITE_KIND
 from slimkit.formats.tflite import TfliteModel, TfliteRunner, to_input
 from slimkit.formats.tflite_graph import float_weights, ops_of, precision_by_op
@@ -310,6 +311,9 @@ class AutoConfig(StaticConfig):
     sensitivity_samples: AtLeastOne = 8
     # Graphs with more ops than this are ranked by op type (all SOFTMAX ops as one unit), not op by op.
     max_units: AtLeastOne = 48
+    # Also try dynamic-range int8 (no activation calibration) and keep whichever variant meeting the target
+    # is faster here.
+    try_dynamic: bool = True
 
     @model_validator(mode="after")
     def _has_a_target(self) -> AutoConfig:
@@ -348,29 +352,59 @@ class TfliteInt8Auto(TfliteQuantPass):
         folder = ctx.scratch(self.name)
         qsvs = quantize_tflite(model.path, folder / "full.tflite", base, calibration=calibration, threads=ctx.threads)
         ctx.progress(f"{self.name}: whole model")
-        tried = [{"kept_float": 0, **judge.score(folder / "full.tflite")}]
-        chosen_path, chosen, ranking = folder / "full.tflite", tried[0], []
-        if not tried[0]["meets"]:
+        tried = [{"kept_float": 0, "variant": "static", **judge.score(folder / "full.tflite")}]
+        static_path, static, ranking = folder / "full.tflite", tried[0], []
+        if not static["meets"]:
             ranking = self._sensitivity(model, base, qsvs, judge, folder, ctx)
-            chosen_path, chosen = self._search(model, base, qsvs, ranking, judge, tried, folder, ctx)
+            static_path, static = self._search(model, base, qsvs, ranking, judge, tried, folder, ctx)
+        options = [(static_path, static)]
+        if cfg.try_dynamic:  # int8 weights, activations quantized per call: no calibration error at all
+            dynamic_path = folder / "dynamic.tflite"
+            quantize_tflite(model.path, dynamic_path, Scheme("dynamic", 8, per_channel=cfg.per_channel))
+            tried.append({"kept_float": 0, "variant": "dynamic", **judge.score(dynamic_path)})
+            options.append((dynamic_path, tried[-1]))
+        chosen_path, chosen = self._fastest(model, options, judge, ctx)
         result = TfliteModel(path=chosen_path, input_names=model.input_names)
         result.carry_over(model)
-        kept_units = ranking[: chosen["kept_float"]]
+        kept_units = ranking[: chosen["kept_float"]] if chosen is static else []
         kept = tuple(base.keep_float) + tuple(scope for unit in kept_units for scope in unit["scopes"])
         stats = {"quantizer": f"ai-edge-quantizer {_version()}",
-                 **_report(model.path, chosen_path, Scheme("static", 8, cfg.activation_bits, cfg.per_channel,
+                 **_report(model.path, chosen_path, Scheme(chosen["variant"], 8, cfg.activation_bits, cfg.per_channel,
                                                            keep_float=kept)),
                  "target": {"min_cosine": cfg.min_cosine, "max_drop": cfg.max_drop},
-                 "chosen": chosen, "kept_float_by_choice": [unit["unit"] for unit in kept_units], "tried": tried,
+                 "chosen": chosen, "kept_float_by_choice": [unit["layer"] for unit in kept_units], "tried": tried,
                  "sensitivity": [{k: v for k, v in unit.items() if k != "scopes"} for unit in ranking],
                  "calibration_samples": sum(b.size for b in calibrate), "eval_samples": judge.samples}
         return PassResult(result, stats, target_outcome(chosen, cfg))
+
+    def _fastest(self, model: TfliteModel, options: list[tuple[Path, dict]], judge: _Judge,
+                 ctx: Context) -> tuple[Path, dict]:
+        """Of the variants meeting the target, the fastest on this machine's LiteRT (timed interleaved with the
+        float model, at the converted shape); when none meets it, the most faithful."""
+        meeting = [(path, score) for path, score in options if score["meets"]]
+        if not meeting:
+            return max(options, key=lambda option: option[1]["cosine_mean"])
+        if len(meeting) == 1:
+            return meeting[0]
+        ctx.progress(f"{self.name}: timing {len(meeting)} variants that meet the target")
+        feed = judge.batches[0].feed
+        runners = {"float": TfliteRunner(model, ctx.threads)}
+        runners.update({str(i): TfliteRunner(TfliteModel(path=path, input_names=model.input_names), ctx.threads)
+                        for i, (path, _score) in enumerate(meeting)})
+        p50 = interleaved_p50({k: (lambda r=r: r.run(feed)) for k, r in runners.items()}, rounds=5, min_seconds=0.1)
+        for i, (_path, score) in enumerate(meeting):
+            score["p50_ms"] = p50[str(i)]
+            score["latency_ratio"] = p50[str(i)] / p50["float"]
+        return min(meeting, key=lambda option: option[1]["p50_ms"])
 
     def _sensitivity(self, model: TfliteModel, base: Scheme, qsvs: dict | None, judge: _Judge, folder: Path,
                      ctx: Context) -> list[dict]:
         """Units by the loss each causes when it alone is quantized, worst first. A unit is one op, or every op
         of one type when the graph has more than `max_units` ops (a transformer's hundreds)."""
-        ops, _ = ops_of(model.path)
+        ops, tensors = ops_of(model.path)
+        weights = {op.scope: sum(int(np.prod(tensors[t]["shape"])) for t in op.inputs
+                                 if t in tensors and tensors[t]["constant"] and len(tensors[t]["shape"]) >= 2)
+                   for op in ops}
         candidates = [op for op in ops if op.scope not in base.keep_float and op.name not in ("QUANTIZE", "DEQUANTIZE")]
         if len(candidates) <= self.config.max_units:
             units = {f"#{op.index} {op.name} {_short(op.scope, 60)}": [op] for op in candidates}
@@ -390,8 +424,10 @@ class TfliteInt8Auto(TfliteQuantPass):
                                                                                         if s not in alone)),
                             qsvs=qsvs, threads=ctx.threads)
             score = judge.score(path, batches=batches)
-            rows.append({"unit": label, "ops": len(members), "loss": round(judge.loss(score), 6),
-                         "cosine_mean": score["cosine_mean"], "scopes": [op.scope for op in members]})
+            rows.append({"layer": label, "op_type": members[0].name, "ops": len(members),
+                         "params": sum(weights.get(op.scope, 0) for op in members),
+                         "loss": round(judge.loss(score), 6), "cosine_mean": score["cosine_mean"],
+                         "scopes": [op.scope for op in members]})
         rows.sort(key=lambda r: -r["loss"])
         return rows
 
@@ -409,7 +445,7 @@ class TfliteInt8Auto(TfliteQuantPass):
             quantize_tflite(model.path, path, Scheme("static", 8, base.activation_bits, base.per_channel,
                                                      keep_float=base.keep_float + kept),
                             qsvs=qsvs, threads=ctx.threads)
-            score = {"kept_float": k, **judge.score(path)}
+            score = {"kept_float": k, "variant": "static", **judge.score(path)}
             tried.append(score)
             if score["meets"]:
                 hi, best = k, (path, score)

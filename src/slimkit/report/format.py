@@ -244,7 +244,7 @@ def search_sections(report: dict, top: int = 15) -> list[tuple[str, list[tuple[s
         if not stats.get("tried"):
             continue
         tried = [(
-            str(t.get("kept_float", 0)), fmt_fixed(t.get("cosine_mean")), fmt_fixed(t.get("cosine_min")),
+            str(t.get("kept_float", 0)) + (f" ({t['variant']})" if t.get("variant") else ""), fmt_fixed(t.get("cosine_mean")), fmt_fixed(t.get("cosine_min")),
             fmt_pct(t.get("accuracy")), fmt_ms(t.get("p50_ms")), fmt_ratio(t.get("latency_ratio")),
             human_size(t.get("size_bytes")), "yes" if t.get("meets") else "no",
         ) for t in stats["tried"]]
