@@ -42,6 +42,17 @@ def test_chains_follow_stage_order_and_kinds(torch_space):
     assert "int8-dynamic" not in torch_space.quantizers["openvino"]
 
 
+def test_tflite_quantizers_end_tflite_chains_from_the_fp32_flatbuffer(torch_space):
+    assert {"tflite-static", "tflite-dynamic", "tflite-weight-only", "tflite-int8-auto"} <= set(
+        torch_space.quantizers["tflite"])
+    chain = next(c for c in torch_space.chains if c.steps == ("to-tflite", "tflite-static"))
+    # The sampler may pick fp16 weights for the conversion; a TFLite quantizer needs the fp32 file.
+    steps = dict(chain_steps(chain, {"to-tflite.precision": "fp16", "tflite-static.activation_bits": 16}))
+    assert steps["to-tflite"]["precision"] == "fp32" and steps["tflite-static"]["activation_bits"] == 16
+    plain = next(c for c in torch_space.chains if c.steps == ("to-tflite",))
+    assert dict(chain_steps(plain, {"to-tflite.precision": "fp16"}))["to-tflite"]["precision"] == "fp16"
+
+
 def test_onnx_model_gets_no_pytorch_stages():
     space = build_space(ModelKind.ONNX, runtime_formats(["onnxruntime"]))
     assert space.formats == ("onnx",)

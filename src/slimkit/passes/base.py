@@ -123,6 +123,9 @@ class Pass:
     search_config: ClassVar[dict[str, Any]] = {}
     search_needs: ClassVar[tuple[str, ...]] = ()
     search_trains: ClassVar[bool] = False
+    # Configs this pass needs of other passes in the same searched chain, e.g. a TFLite quantizer needs the fp32
+    # flatbuffer ({"to-tflite": {"precision": "fp32"}}); they override what the sampler chose for them.
+    search_fixes: ClassVar[dict[str, dict[str, Any]]] = {}
 
     def __init__(self, config: Mapping[str, Any] | PassConfig | None = None) -> None:
         self.config = make_config(self.name, self.Config, config)

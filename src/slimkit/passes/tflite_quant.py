@@ -191,6 +191,7 @@ class TfliteQuantPass(Pass):
     quantizes = True
     needs_float = True
     search_stage = "quantize"
+    search_fixes = {"to-tflite": {"precision": "fp32"}}  # quantized from the fp32 flatbuffer, never fp16
 
     def scheme(self) -> Scheme:  # pragma: no cover - interface
         raise NotImplementedError

@@ -174,6 +174,11 @@ def chain_steps(chain: Chain, values: Mapping[str, Any]) -> list[Step]:
             if key in values:
                 cfg[field] = values[key]
         steps.append((name, cfg))
+    for name in chain.steps:  # what a pass needs of the others wins over the sampler's choice
+        for other, fixed in get_pass(name).search_fixes.items():
+            for step_name, cfg in steps:
+                if step_name == other:
+                    cfg.update(fixed)
     return steps
 
 
