@@ -7,6 +7,7 @@ reads this module's `FORMAT` from the registry.
 
 from __future__ import annotations
 
+import re
 import shutil
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -156,14 +157,17 @@ def convert_from_torch(model: TorchModel, folder: Path, *, batch_size: int, prec
                    for n, spec in zip(names, model.input_specs, strict=True))
     path = folder / "model.tflite"
     # litert-torch, torchao, absl and TensorFlow-style native logs stay out of the terminal (--verbose shows them)
+    failure: Exception | None = None
     with quiet_native("litert-torch"):
         litert_torch = require("litert_torch", "tflite")
         try:
             edge = litert_torch.convert(model.module.eval(), sample)
         except Exception as exc:  # litert-torch fails in many ways (export, lowering, legalization)
-            raise SlimkitError(f"litert-torch cannot convert this model: {first_line(exc, 200)}",
-                               "TFLite needs static shapes and ops LiteRT supports") from exc
-        edge.export(str(path))
+            failure = exc
+        else:
+            edge.export(str(path))
+    if failure is not None:  # raised outside: its one line names the op, without the converter's log
+        raise conversion_error(failure) from failure
     stats = {"input_shapes": {n: list(t.shape) for n, t in zip(names, sample, strict=True)},
              "precision": precision, "fp32_bytes": path.stat().st_size}
     if precision == "fp16":
@@ -173,6 +177,26 @@ def convert_from_torch(model: TorchModel, folder: Path, *, batch_size: int, prec
     result = TfliteModel(path=path, input_names=list(names))
     result.carry_over(model)
     return result, stats
+
+
+_NO_LOWERING = re.compile(r"Lowering not found: (?:aten\.)?([\w.]+?)(?:\.default)?\b\s")
+_NOT_LEGAL = re.compile(r"failed to legalize operation '([^']+)'")
+_SOURCE = re.compile(r'File "([^"]+)", line (\d+), in \w+\s*\n\s*(.+)')
+
+
+def conversion_error(exc: BaseException) -> SlimkitError:
+    """litert-torch's failure as one line: the op it has no TFLite lowering for and the model line that uses it,
+    when its message says so; otherwise its first line."""
+    text = str(exc)
+    op = _NO_LOWERING.search(text + " ") or _NOT_LEGAL.search(text)
+    if op is None:
+        return SlimkitError(f"litert-torch cannot convert this model: {first_line(exc, 200)}",
+                            "TFLite needs static shapes and ops LiteRT supports; --to onnx or --to openvino take "
+                            "more ops")
+    where = _SOURCE.search(text)
+    at = f" (used at {Path(where.group(1)).name}:{where.group(2)}: {where.group(3).strip()})" if where else ""
+    return SlimkitError(f"litert-torch cannot convert op {op.group(1)} to TFLite{at}",
+                        "TFLite has no kernel for it: replace that op in the model, or use --to onnx or --to openvino")
 
 
 def fp16_weights(source: Path, target: Path) -> None:
