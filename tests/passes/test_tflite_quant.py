@@ -101,7 +101,7 @@ def test_a_quantized_model_is_not_quantized_again(fp32):
 def test_int8_auto_keeps_the_most_harmful_ops_float_until_the_target_holds(fp32):
     model, ctx = fp32
     # A target whole-model int8 misses (its mean cosine is about 0.9999): ops must go back to float.
-    result = get_pass("tflite-int8-auto")({"min_cosine": 0.99999, "try_dynamic": False}).run(model, ctx)
+    result = get_pass("tflite-int8-auto")({"min_cosine": 0.99999, "also_try": []}).run(model, ctx)
     stats = result.stats
     assert stats["tried"][0]["kept_float"] == 0 and not stats["tried"][0]["meets"]
     # Each op quantized alone ranks it; the worst loses the most cosine.
@@ -118,12 +118,13 @@ def test_int8_auto_keeps_the_faster_of_the_variants_that_meet_the_target(fp32):
     model, ctx = fp32
     result = get_pass("tflite-int8-auto")({"max_drop": 0.005}).run(model, ctx)
     tried = result.stats["tried"]
-    assert [t["variant"] for t in tried] == ["static", "dynamic"] and all(t["meets"] for t in tried)
-    # Both met the target, so both were timed against the float model here, and the faster one was kept.
+    assert [t["variant"] for t in tried] == ["static", "dynamic", "weight_only"] and all(t["meets"] for t in tried)
+    # All met the target, so all were timed against the float model here, and the fastest was kept.
     assert all(t["p50_ms"] > 0 and t["latency_ratio"] > 0 for t in tried)
     chosen = result.stats["chosen"]
     assert chosen["p50_ms"] == min(t["p50_ms"] for t in tried) and not result.outcome.missed
     assert chosen["kept_float"] == 0 and result.stats["kept_float_ops"] == {}
+    assert result.stats["mode"] == chosen["variant"]  # what was written is the variant that was chosen
     executed = delegation(result.model.path)
     assert executed["ops"] == executed["delegated"] + executed["fallback"]
 

@@ -158,6 +158,7 @@ def _report(source: Path, result: Path, scheme: Scheme) -> dict[str, Any]:
     kept = {name: row["float"] for name, row in by_type.items() if row["float"]
             and (scheme.mode == "static" or name in weighted)}
     return {
+        "mode": scheme.mode,
         "scheme": scheme.describe(),
         "quantized_ops": {name: row["quantized"] for name, row in by_type.items() if row["quantized"]},
         "kept_float_ops": kept,
@@ -312,9 +313,9 @@ class AutoConfig(StaticConfig):
     sensitivity_samples: AtLeastOne = 8
     # Graphs with more ops than this are ranked by op type (all SOFTMAX ops as one unit), not op by op.
     max_units: AtLeastOne = 48
-    # Also try dynamic-range int8 (no activation calibration) and keep whichever variant meeting the target
-    # is faster here.
-    try_dynamic: bool = True
+    # Also try these int8 variants (no activation calibration: dynamic-range quantizes activations per call,
+    # weight-only computes in float) and keep whichever variant meeting the target is faster here.
+    also_try: list[Literal["dynamic", "weight_only"]] = ["dynamic", "weight_only"]
 
     @model_validator(mode="after")
     def _has_a_target(self) -> AutoConfig:
@@ -326,10 +327,12 @@ class AutoConfig(StaticConfig):
 
 @register
 class TfliteInt8Auto(TfliteQuantPass):
-    """Accuracy-aware full-integer int8. The whole model first; if it misses the target, each unit (an op, or
-    every op of one type in a large graph) is quantized alone with the rest in float, ranking the units by the
-    loss each causes; then the fewest most harmful units are kept in float (per-op recipe entries), found by
-    bisection, until --min-cosine / --max-drop holds."""
+    """Accuracy-aware int8. Full-integer int8 of the whole model first; if it misses the target, each unit (an
+    op, or every op of one type in a large graph) is quantized alone with the rest in float, ranking the units
+    by the loss each causes; then the fewest most harmful units are kept in float (per-op recipe entries),
+    found by bisection, until --min-cosine / --max-drop holds. Dynamic-range and weight-only int8 are scored
+    too, and of the variants that meet the target the fastest on this machine's LiteRT is kept: int8 that is
+    smaller but slower is what users of the TFLite converter often get without knowing."""
 
     name = "tflite-int8-auto"
     Config = AutoConfig
@@ -359,11 +362,11 @@ class TfliteInt8Auto(TfliteQuantPass):
             ranking = self._sensitivity(model, base, qsvs, judge, folder, ctx)
             static_path, static = self._search(model, base, qsvs, ranking, judge, tried, folder, ctx)
         options = [(static_path, static)]
-        if cfg.try_dynamic:  # int8 weights, activations quantized per call: no calibration error at all
-            dynamic_path = folder / "dynamic.tflite"
-            quantize_tflite(model.path, dynamic_path, Scheme("dynamic", 8, per_channel=cfg.per_channel))
-            tried.append({"kept_float": 0, "variant": "dynamic", **judge.score(dynamic_path)})
-            options.append((dynamic_path, tried[-1]))
+        for variant in dict.fromkeys(cfg.also_try):
+            path = folder / f"{variant}.tflite"
+            quantize_tflite(model.path, path, Scheme(variant, 8, per_channel=cfg.per_channel))
+            tried.append({"kept_float": 0, "variant": variant, **judge.score(path)})
+            options.append((path, tried[-1]))
         chosen_path, chosen = self._fastest(model, options, judge, ctx)
         result = TfliteModel(path=chosen_path, input_names=model.input_names)
         result.carry_over(model)
