@@ -148,6 +148,12 @@ def optimize(
     uses = frozenset().union(*(step.pass_.data_use() for step in planned), {"select"} if target else set())
     data_plan = plan_data(original, uses, data=data, train_data=train_data, eval_data=eval_data,
                           seq_len=seq_len, shapes=shapes)
+    calibrating = [step.pass_.name for step in planned if "calibrate" in step.pass_.data_use()]
+    if calibrating and data_plan.select is None:  # refused before the export or training that would come first
+        from slimkit.passes.quantize import MIN_CALIBRATION_SAMPLES
+
+        raise SlimkitError(f"{calibrating[0]} needs calibration data",
+                           f"pass --data with at least {MIN_CALIBRATION_SAMPLES} representative samples")
     if measure and data_plan.evaluate is not None:  # bad evaluation data is refused before the passes run
         from slimkit.data_sources import load_data
 

@@ -58,3 +58,12 @@ def test_minilm_converts_at_the_sequence_length_it_is_measured_at_and_quantizes_
     assert int8["size_bytes"] <= 0.35 * plain["size_bytes"]
     runner = TfliteRunner(load(out / "model.tflite"), 1)
     assert [spec.shape for spec in runner.input_specs] == [(1, 32)] * 3
+
+
+def test_static_int8_without_data_is_refused_before_the_conversion():
+    from slimkit.api import optimize
+
+    # The conversion would fail on erfcx; the missing calibration data is what is reported, so nothing ran first.
+    with pytest.raises(SlimkitError, match="tflite-static needs calibration data") as info:
+        optimize(ScaledErfcx(), "tflite-int8")
+    assert "--data" in info.value.hint
