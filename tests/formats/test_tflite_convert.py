@@ -67,3 +67,15 @@ def test_static_int8_without_data_is_refused_before_the_conversion():
     with pytest.raises(SlimkitError, match="tflite-static needs calibration data") as info:
         optimize(ScaledErfcx(), "tflite-int8")
     assert "--data" in info.value.hint
+
+
+def test_token_ids_read_for_litert_run_on_onnx_runtime(minilm_onnx):
+    import numpy as np
+
+    from slimkit.formats import make_runner
+
+    runner = make_runner(minilm_onnx.model, 1)
+    ids = np.array([[101, 7592, 2088, 102]], dtype=np.int64)
+    feed64 = {"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)}
+    feed32 = {k: v.astype(np.int32) for k, v in feed64.items()}  # what data read for a TFLite model holds
+    assert np.array_equal(runner.run(feed32)[0], runner.run(feed64)[0])

@@ -125,8 +125,14 @@ class OrtRunner(Runner):
         self.input_specs = model.input_specs
         self.output_names = [o.name for o in self.session.get_outputs()]
         self.max_positions = model.max_positions
+        # Token ids read for another runtime's model (LiteRT takes int32) are cast to the graph's int64.
+        self._int_inputs = {s.name: np.dtype(s.dtype) for s in self.input_specs if s.dtype.startswith("int")}
 
     def run(self, feed):
+        for name, dtype in self._int_inputs.items():
+            value = feed.get(name)
+            if value is not None and value.dtype != dtype and np.issubdtype(value.dtype, np.integer):
+                feed = {**feed, name: value.astype(dtype)}
         try:
             out = self.session.run(None, feed)
         except Exception as exc:
