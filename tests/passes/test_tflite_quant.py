@@ -66,6 +66,17 @@ def test_int16_activations_fall_back_to_reference_kernels(fp32):
     assert abs(_accuracy(quantized) - _accuracy(model)) <= 0.005
 
 
+def test_op_types_kept_in_float_on_request_and_unknown_names_refused(fp32):
+    model, ctx = fp32
+    result = get_pass("tflite-static")({"keep_float": ["FULLY_CONNECTED"]}).run(model, ctx)
+    assert result.stats["kept_float_ops"]["FULLY_CONNECTED"] == 2 and "FULLY_CONNECTED" not in result.stats[
+        "quantized_ops"]
+    assert result.stats["quantized_ops"]["CONV_2D"] == 1
+    with pytest.raises(SlimkitError, match="keep_float") as info:
+        get_pass("tflite-static")({"keep_float": ["LSTM"]}).run(model, ctx)
+    assert "CONV_2D" in info.value.hint
+
+
 def test_static_without_data_is_refused_in_one_line(fp32, tmp_path):
     model, _ = fp32
     with pytest.raises(SlimkitError, match="calibration data") as info:

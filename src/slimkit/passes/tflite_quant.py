@@ -32,6 +32,9 @@ from slimkit.passes.quantize import MIN_CALIBRATION_SAMPLES, calibration_data
 from slimkit.quiet import quiet_native
 
 BLOCK_SIZES = (0, 32, 64, 128, 256)  # 0: one scale per output channel
+# Ops whose weight tensor a weight scheme quantizes (an ADD of a constant bias is not one of them).
+WEIGHT_OPS = frozenset({"FULLY_CONNECTED", "CONV_2D", "DEPTHWISE_CONV_2D", "CONV_2D_TRANSPOSE", "BATCH_MATMUL",
+                        "EMBEDDING_LOOKUP", "GATHER"})
 
 
 def _aeq():
@@ -87,20 +90,22 @@ def quantize_tflite(source: Path, target: Path, scheme: Scheme, *, calibration: 
     """Write `source` quantized by `scheme` to `target`; returns the calibration statistics (reusable for another
     scheme over the same model). A static scheme needs `calibration` (signature -> feeds) or earlier `qsvs`."""
     q = _quantizer(source, scheme)
-    try:
-        with quiet_native("ai-edge-quantizer"):
+    if q.need_calibration and qsvs is None and calibration is None:
+        raise SlimkitError("static TFLite quantization needs calibration data",
+                           f"pass --data with at least {MIN_CALIBRATION_SAMPLES} representative samples")
+    failure: Exception | None = None
+    with quiet_native("ai-edge-quantizer"):
+        try:
             if q.need_calibration and qsvs is None:
-                if calibration is None:
-                    raise SlimkitError("static TFLite quantization needs calibration data",
-                                       f"pass --data with at least {MIN_CALIBRATION_SAMPLES} representative samples")
                 qsvs = q.calibrate(calibration, num_threads=threads)
             q.quantize(qsvs if q.need_calibration else None, enable_progress_report=False).export_model(
                 str(target), overwrite=True)
-    except SlimkitError:
-        raise
-    except Exception as exc:  # the quantizer's failures are not typed
+        except Exception as exc:  # the quantizer's failures are not typed
+            failure = exc
+    if failure is not None:  # raised outside, so the message stays one line without the quantizer's log
         raise SlimkitError(f"ai-edge-quantizer cannot quantize this TFLite model ({scheme.describe()}): "
-                           f"{first_line(exc, 200)}", "try another recipe (int8-dynamic, fp16) or --to onnx") from exc
+                           f"{first_line(failure, 200)}", "try another recipe (int8-dynamic, fp16) or --to onnx"
+                           ) from failure
     return qsvs
 
 
@@ -122,17 +127,11 @@ def _model_batch(model: TfliteModel, threads: int) -> int:
     return int(specs[0].shape[0]) if specs and specs[0].shape else 1
 
 
-def _full_batches(model: TfliteModel, ctx: Context, limit: int, what: str, *, generated_ok: bool = False):
+def _full_batches(model: TfliteModel, ctx: Context, limit: int, what: str):
     """ctx.data in batches of the model's fixed batch size (a TFLite model is converted at one shape);
     a last partial batch is dropped."""
-    from slimkit.data_sources import load_data
-
     batch = _model_batch(model, ctx.threads)
-    if generated_ok and ctx.data is None:
-        data = load_data(None, model, batch_size=batch, seq_len=ctx.seq_len, shapes=ctx.shapes,
-                         generated_samples=max(16, batch))
-    else:
-        data = calibration_data(model, ctx, max(limit, batch), batch_size=batch, what=what)
+    data = calibration_data(model, ctx, max(limit, batch), batch_size=batch, what=what)
     full = [b for b in data.batches if b.size == batch]
     if not full:
         raise SlimkitError(f"{what} needs at least {batch} samples (the TFLite model's batch size), got "
@@ -152,8 +151,8 @@ def _report(source: Path, result: Path, scheme: Scheme) -> dict[str, Any]:
     every op for static ones)."""
     by_type = precision_by_op(result)
     ops, tensors = ops_of(source)
-    weighted = {op.name for op in ops
-                if any(tensors[t]["constant"] and len(tensors[t]["shape"]) >= 2 and "float" in np.dtype(
+    weighted = {op.name for op in ops if op.name in WEIGHT_OPS
+                and any(tensors[t]["constant"] and len(tensors[t]["shape"]) >= 2 and "float" in np.dtype(
                     tensors[t]["dtype"]).name for t in op.inputs if t in tensors)}
     kept = {name: row["float"] for name, row in by_type.items() if row["float"]
             and (scheme.mode == "static" or name in weighted)}
@@ -265,7 +264,7 @@ class StaticConfig(PassConfig):
     activation_bits: Literal[8, 16] = Field(8, json_schema_extra=searchable(choices=[8, 16]))
     per_channel: bool = True
     samples: int = Field(200, ge=MIN_CALIBRATION_SAMPLES)  # calibration samples read from --data
-    # Op types (SOFTMAX) or op names (scopes, as `inspect` lists them) kept in float.
+    # Op types (SOFTMAX) or op names (an output tensor name, as kept_float_by_choice lists them) kept in float.
     keep_float: list[str] = []
 
 
