@@ -79,3 +79,13 @@ def test_token_ids_read_for_litert_run_on_onnx_runtime(minilm_onnx):
     feed64 = {"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)}
     feed32 = {k: v.astype(np.int32) for k, v in feed64.items()}  # what data read for a TFLite model holds
     assert np.array_equal(runner.run(feed32)[0], runner.run(feed64)[0])
+
+
+def test_example_inputs_are_tiled_or_cut_to_the_conversion_shape():
+    from slimkit.formats.tflite import _fit
+
+    ids = torch.tensor([[101, 7, 8, 102]])
+    assert _fit(ids, (2, 6)).tolist() == [[101, 7, 8, 102, 101, 7], [101, 7, 8, 102, 101, 7]]
+    assert _fit(ids, (1, 3)).tolist() == [[101, 7, 8]]
+    mask = torch.ones(1, 4, dtype=torch.long)
+    assert bool((_fit(mask, (1, 128)) == 1).all())
