@@ -34,6 +34,7 @@ BUILTINS = {
     "deep-compression": ["prune", "cluster", "to-onnx", "onnx-cleanup", "to-slim"],
     "distill": ["distill", "to-onnx", "onnx-cleanup"],
     "tflite-fp16": ["to-tflite"],
+    "tflite-int8": ["to-tflite", "tflite-static"],
     "openvino-int8": ["to-onnx", "onnx-cleanup", "to-openvino", "ov-int8"],
     "openvino-int8-auto": ["to-onnx", "onnx-cleanup", "to-openvino", "ov-int8-auto"],
     "openvino-int4-weight": ["to-onnx", "onnx-cleanup", "to-openvino", "ov-weights"],

@@ -144,15 +144,13 @@ def write_tflite(model: WorkingModel, target: Path) -> None:
     shutil.copyfile(model.path, target)
 
 
-def convert_from_torch(model: TorchModel, folder: Path, *, batch_size: int, precision: str, seq_len: int = 128,
-                       shapes: Mapping[str, Sequence[int]] | None = None) -> tuple[TfliteModel, dict]:
-    """PyTorch -> TFLite with litert-torch at the shapes the model is measured and deployed at (TFLite shapes are
-    fixed at conversion): `batch_size`, `seq_len` for token inputs, `shapes` for any input the user fixed.
+def convert_from_torch(model: TorchModel, folder: Path, *, input_shapes: Mapping[str, Sequence[int]],
+                       precision: str) -> tuple[TfliteModel, dict]:
+    """PyTorch -> TFLite with litert-torch at `input_shapes`, the shapes the model is measured and deployed at
+    (TFLite shapes are fixed at conversion); each example input is tiled or cut to its shape.
     `precision='fp16'` stores float weights as float16."""
     names = model.input_names
-    sample = tuple(_fit(model.example_inputs[n], _target_shape(spec, model.example_inputs[n], batch_size=batch_size,
-                                                               seq_len=seq_len, shapes=shapes))
-                   for n, spec in zip(names, model.input_specs, strict=True))
+    sample = tuple(_fit(model.example_inputs[n], tuple(input_shapes[n])) for n in names)
     path = folder / "model.tflite"
     # litert-torch, torchao, absl and TensorFlow-style native logs stay out of the terminal (--verbose shows them)
     failure: Exception | None = None
@@ -218,21 +216,6 @@ def fp16_weights(source: Path, target: Path) -> None:
     except Exception as exc:  # the quantizer's failures are not typed
         raise SlimkitError(f"ai-edge-quantizer cannot cast this TFLite model to fp16: {first_line(exc, 200)}",
                            "use the fp32 tflite recipe") from exc
-
-
-def _target_shape(spec, example, *, batch_size: int, seq_len: int,
-                  shapes: Mapping[str, Sequence[int]] | None) -> tuple[int, ...]:
-    """The shape an input is converted at: the run's batch, sequence length and --shape; a dynamic dim slimkit
-    cannot name (an image's height) keeps the example input's extent."""
-    from slimkit.data_sources import resolve_shape
-
-    if shapes and spec.name in shapes:  # the user's --shape: a wrong one is their error to see
-        return resolve_shape(spec, batch_size=batch_size, seq_len=seq_len, shapes=shapes)
-    try:
-        return resolve_shape(spec, batch_size=batch_size, seq_len=seq_len, shapes=shapes)
-    except SlimkitError:
-        dynamic_batch = bool(spec.shape) and not isinstance(spec.shape[0], int)
-        return tuple([batch_size if dynamic_batch else int(example.shape[0]), *map(int, example.shape[1:])])
 
 
 def _fit(tensor, shape: tuple[int, ...]):

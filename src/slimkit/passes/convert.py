@@ -282,6 +282,22 @@ class ToTflite(Pass):
 
     def run(self, model: WorkingModel, ctx: Context) -> PassResult:
         assert isinstance(model, TorchModel)
-        result, stats = convert_from_torch(model, ctx.scratch("to-tflite"), batch_size=ctx.batch_size,
-                                           precision=self.config.precision, seq_len=ctx.seq_len, shapes=ctx.shapes)
+        shapes = {name: conversion_shape(spec, model.example_inputs[name], ctx)
+                  for name, spec in zip(model.input_names, model.input_specs, strict=True)}
+        result, stats = convert_from_torch(model, ctx.scratch("to-tflite"), input_shapes=shapes,
+                                           precision=self.config.precision)
         return PassResult(result, stats)
+
+
+def conversion_shape(spec, example, ctx: Context) -> tuple[int, ...]:
+    """The shape an input is converted at for a fixed-shape format: the run's batch size, sequence length and
+    --shape; a dynamic dim slimkit cannot name (an image's height) keeps the example input's extent."""
+    from slimkit.data_sources import resolve_shape
+
+    if ctx.shapes and spec.name in ctx.shapes:  # the user's --shape: a wrong one is their error to see
+        return resolve_shape(spec, batch_size=ctx.batch_size, seq_len=ctx.seq_len, shapes=ctx.shapes)
+    try:
+        return resolve_shape(spec, batch_size=ctx.batch_size, seq_len=ctx.seq_len, shapes=ctx.shapes)
+    except SlimkitError:
+        dynamic_batch = bool(spec.shape) and not isinstance(spec.shape[0], int)
+        return (ctx.batch_size if dynamic_batch else int(example.shape[0]), *map(int, example.shape[1:]))
