@@ -285,11 +285,17 @@ def cmd_inspect(args) -> int:
     for key in ("inputs", "outputs"):
         console.print(Text(f"{key}: " + ", ".join(info.get(key) or [])))
     if info.get("ops"):
+        precision, delegated = info.get("op_precision"), info.get("delegated_by_type")
         ops = Table(title="ops")
         ops.add_column("op")
         ops.add_column("count", justify="right")
+        if precision is not None:  # TFLite: how many are quantized, and how many XNNPACK runs
+            ops.add_column("quantized", justify="right")
+            ops.add_column("on XNNPACK", justify="right")
         for op, count in list(info["ops"].items())[:20]:
-            ops.add_row(Text(op), str(count))
+            extra = [] if precision is None else [str((precision.get(op) or {}).get("quantized", "-")),
+                                                  str((delegated or {}).get(op, 0))]
+            ops.add_row(Text(op), str(count), *extra)
         console.print(ops)
     if info.get("largest"):
         big = Table(title="largest weights")

@@ -55,6 +55,13 @@ def inspect_model(model: WorkingModel, top: int = 10, data: Any = None) -> dict[
         info["params"] = None
         info["ops"] = {}
         info["runtime"] = runner.runtime
+        if str(model.kind) == "tflite":  # its ops, which are quantized, and which XNNPACK takes
+            from slimkit.formats.tflite_graph import describe
+
+            graph = describe(model.path)
+            weights = graph.pop("weights")
+            info["params"] = sum(w[2] for w in weights)
+            info.update(graph)
     weights.sort(key=lambda w: -w[2])
     info["largest"] = [{"name": n, "shape": s, "params": c, "dtype": d} for n, s, c, d in weights[:top]]
     if isinstance(model, OpenVinoModel):

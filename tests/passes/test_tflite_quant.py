@@ -102,6 +102,23 @@ def test_dynamic_range_reports_its_fallback(fp32):
     assert abs(_accuracy(result.model) - _accuracy(model)) <= 0.005
 
 
+def test_inspect_shows_which_ops_are_quantized_and_which_xnnpack_runs(fp32, digits_cache):
+    from slimkit.inspect_model import inspect_model
+
+    model, ctx = fp32
+    module = trained_digits_model("cnn", digits_cache)
+    quantized = get_pass("tflite-dynamic")().run(model, ctx).model
+    info = inspect_model(load(quantized.path))
+    assert info["ops"]["DEPTHWISE_CONV_2D"] == 1 and info["op_precision"]["DEPTHWISE_CONV_2D"]["quantized"] == 1
+    assert "DEPTHWISE_CONV_2D" not in info["delegated_by_type"] and info["delegated_by_type"]["CONV_2D"] == 1
+    # the weights: the CNN's parameters with its two BatchNorms folded into the convolutions (int8 matrices,
+    # float biases); shape constants left out
+    folded = sum(p.numel() for name, p in module.named_parameters() if not name.startswith(("features.1.",
+                                                                                             "features.4.")))
+    assert info["params"] == folded
+    assert info["largest"][0]["dtype"] == "int8" and info["largest"][0]["params"] == 128 * 1024
+
+
 def test_a_quantized_model_is_not_quantized_again(fp32):
     model, ctx = fp32
     once = get_pass("tflite-dynamic")().run(model, ctx).model

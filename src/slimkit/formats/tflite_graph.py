@@ -139,3 +139,21 @@ def precision_by_op(path: Path) -> dict[str, dict[str, int]]:
         row = table.setdefault(op.name, {"quantized": 0, "float": 0})
         row["quantized" if quantized else "float"] += 1
     return table
+
+
+def describe(path: Path) -> dict:
+    """What `slimkit inspect` shows of a TFLite file: op histogram, weights (constant tensors) with their
+    dtypes (shape and index constants left out), which ops are quantized, and which XNNPACK runs at one
+    thread."""
+    ops, tensors = ops_of(path)
+    weights = [(name, [int(x) for x in d["shape"]], int(np.prod(d["shape"])) if len(d["shape"]) else 1,
+                np.dtype(d["dtype"]).name) for name, d in tensors.items()
+               if d["constant"] and len(d["shape"]) >= 1 and (np.dtype(d["dtype"]).kind == "f" or is_low_bit(d))]
+    execution = delegation(path)
+    return {
+        "ops": dict(Counter(op.name for op in ops).most_common()),
+        "op_precision": precision_by_op(path),
+        "delegated_by_type": execution["delegated_by_type"],
+        "execution": execution,
+        "weights": weights,
+    }
