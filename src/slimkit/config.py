@@ -70,6 +70,14 @@ def search_space_of(config_cls: type[PassConfig]) -> dict[str, dict[str, Any]]:
     return found
 
 
+def require_a_target(min_cosine: float | None, max_drop: float | None, pass_name: str,
+                     hint: str = "pass --min-cosine 0.99 or --max-drop 0.01") -> None:
+    """The rule every accuracy-aware pass's config shares: a target to hold, min_cosine or max_drop."""
+    if min_cosine is None and max_drop is None:
+        raise ConfigError("min_cosine", f"neither min_cosine nor max_drop is set, and {pass_name} needs a target",
+                          hint)
+
+
 def is_power_of_two(value: int) -> bool:
     return value > 0 and value & (value - 1) == 0
 

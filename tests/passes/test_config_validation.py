@@ -41,6 +41,8 @@ BAD_CONFIGS = [
     ("ov-weights", {"group_size": 100}, "group_size", "group_size=100"),
     ("ov-weights", {"bits": 8, "ratio": 0.5}, "ratio", "int4 only"),
     ("ov-int8-auto", {"min_cosine": None}, "min_cosine", "needs a target"),
+    ("tflite-int8-auto", {"min_cosine": None}, "min_cosine", "needs a target"),
+    ("tflite-dynamic", {"bits": 8, "block_size": 32}, "block_size", "int4 weights only"),
     ("distill", {"alpha": -0.1}, "alpha", "greater than or equal to 0"),
     ("fake-quant", {"bits": 9}, "bits", "less than or equal to 8"),
     ("sparse-storage", {"min_sparsity": 2}, "min_sparsity", "less than or equal to 1"),

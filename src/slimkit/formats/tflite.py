@@ -59,13 +59,13 @@ class TfliteRunner(Runner):
         ]
         self._inputs = details
         self._indices = [d["index"] for d in details]
-        self._path, self._threads = Path(model.path), threads
 
     def execution(self) -> dict:
-        """Which ops XNNPACK runs and which fall back to LiteRT's built-in kernels (see `tflite_graph`)."""
-        from slimkit.formats.tflite_graph import delegation
+        """Which ops XNNPACK runs and which fall back to LiteRT's built-in kernels (see `tflite_graph`), read
+        from this runner's own interpreter."""
+        from slimkit.formats.tflite_graph import delegation_of
 
-        return delegation(self._path, self._threads)
+        return delegation_of(self.interpreter)
 
     def run(self, feed):
         short = self._short_batch(feed)

@@ -69,7 +69,11 @@ def delegation(path: Path, threads: int = 1) -> dict:
     its outputs through their producers, until its own inputs, finds them. Every other op runs on the built-in
     kernels (the reference or optimized CPU kernels, one op at a time).
     """
-    interpreter = _interpreter(path, delegated=True, threads=threads)
+    return delegation_of(_interpreter(path, delegated=True, threads=threads))
+
+
+def delegation_of(interpreter) -> dict:
+    """`delegation` for an interpreter already allocated with its default delegate (a runner's own)."""
     native = interpreter._interpreter
     names, inputs, outputs = [], [], []
     for node in range(native.NumNodes()):

@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 from pydantic import Field, model_validator
 
-from slimkit.config import AtLeastOne, ConfigError, Cosine
+from slimkit.config import AtLeastOne, Cosine, require_a_target
 from slimkit.data_sources import Dataset, generate_data, load_data
 from slimkit.errors import SlimkitError
 from slimkit.evaluate.fidelity import accuracy, compare_outputs
@@ -43,9 +43,7 @@ class AutoConfig(PassConfig):
 
     @model_validator(mode="after")
     def _has_a_target(self) -> AutoConfig:
-        if self.min_cosine is None and self.max_drop is None:
-            raise ConfigError("min_cosine", "neither min_cosine nor max_drop is set, and int8-auto needs a "
-                              "target", "pass --min-cosine 0.99 or --max-drop 0.01")
+        require_a_target(self.min_cosine, self.max_drop, "int8-auto")
         return self
 
 
@@ -81,18 +79,10 @@ class _Judge:
         return result
 
     def meets(self, score: dict) -> bool:
-        ok = True
-        if self.config.min_cosine is not None:
-            ok &= score["cosine_mean"] >= self.config.min_cosine
-        if self.config.max_drop is not None:
-            ok &= score.get("accuracy_drop") is not None and score["accuracy_drop"] <= self.config.max_drop
-        return bool(ok)
+        return meets_target(score, self.config)
 
     def loss(self, score: dict) -> float:
-        """What sensitivity ranks layers by: accuracy drop when judged by accuracy, else 1 - cosine."""
-        if self.config.max_drop is not None and score.get("accuracy_drop") is not None:
-            return float(score["accuracy_drop"]) + (1.0 - score["cosine_mean"]) * 1e-3
-        return 1.0 - score["cosine_mean"]
+        return target_loss(score, self.config)
 
 
 @register
@@ -189,6 +179,23 @@ class Int8Auto(Pass):
         if best is not None:
             return best_model, best
         return (fallback_model or build([])), fallback
+
+
+def meets_target(score: dict, cfg) -> bool:
+    """Whether a scored candidate holds `cfg`'s min_cosine and (labelled data) max_drop."""
+    ok = True
+    if cfg.min_cosine is not None:
+        ok &= score["cosine_mean"] >= cfg.min_cosine
+    if cfg.max_drop is not None:
+        ok &= score.get("accuracy_drop") is not None and score["accuracy_drop"] <= cfg.max_drop
+    return bool(ok)
+
+
+def target_loss(score: dict, cfg) -> float:
+    """What sensitivity ranks by: accuracy drop when judged by accuracy (cosine breaks ties), else 1 - cosine."""
+    if cfg.max_drop is not None and score.get("accuracy_drop") is not None:
+        return float(score["accuracy_drop"]) + (1.0 - score["cosine_mean"]) * 1e-3
+    return 1.0 - score["cosine_mean"]
 
 
 def target_outcome(chosen: dict, cfg: AutoConfig) -> Outcome:

@@ -14,7 +14,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import Field, model_validator
 
-from slimkit.config import ConfigError, is_power_of_two, searchable
+from slimkit.config import ConfigError, is_power_of_two, require_a_target, searchable
 from slimkit.errors import SlimkitError, require
 from slimkit.models.base import ModelKind, OpenVinoModel, WorkingModel
 from slimkit.passes.base import Context, Pass, PassConfig, PassResult, register
@@ -134,9 +134,8 @@ class OvInt8AutoConfig(OvInt8Config):
 
     @model_validator(mode="after")
     def _one_target(self) -> OvInt8AutoConfig:
-        if self.min_cosine is None and self.max_drop is None:
-            raise ConfigError("min_cosine", "neither min_cosine nor max_drop is set, and ov-int8-auto needs "
-                              "a target", "give min_cosine (e.g. 0.99) or max_drop (e.g. 0.01)")
+        require_a_target(self.min_cosine, self.max_drop, "ov-int8-auto",
+                         "give min_cosine (e.g. 0.99) or max_drop (e.g. 0.01)")
         return self
 
 

@@ -18,7 +18,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import Field, model_validator
 
-from slimkit.config import AtLeastOne, ConfigError, Cosine, searchable
+from slimkit.config import AtLeastOne, ConfigError, Cosine, require_a_target, searchable
 from slimkit.errors import SlimkitError, first_line, require
 from slimkit.evaluate.fidelity import accuracy, compare_outputs
 from slimkit.evaluate.latency import interleaved_p50
@@ -27,7 +27,7 @@ from slimkit.formats.tflite import TfliteModel, TfliteRunner, to_input
 from slimkit.formats.tflite_graph import float_weights, ops_of, precision_by_op
 from slimkit.models.base import WorkingModel
 from slimkit.passes.base import Context, Pass, PassConfig, PassResult, register
-from slimkit.passes.mixed_precision import target_outcome
+from slimkit.passes.mixed_precision import meets_target, target_loss, target_outcome
 from slimkit.passes.quantize import MIN_CALIBRATION_SAMPLES, calibration_data
 from slimkit.quiet import quiet_native
 
@@ -318,9 +318,7 @@ class AutoConfig(StaticConfig):
 
     @model_validator(mode="after")
     def _has_a_target(self) -> AutoConfig:
-        if self.min_cosine is None and self.max_drop is None:
-            raise ConfigError("min_cosine", "neither min_cosine nor max_drop is set, and tflite-int8-auto needs a "
-                              "target", "pass --min-cosine 0.99 or --max-drop 0.01")
+        require_a_target(self.min_cosine, self.max_drop, "tflite-int8-auto")
         return self
 
 
@@ -490,16 +488,8 @@ class _Judge:
             result["accuracy"] = acc
             result["accuracy_drop"] = (base - acc) if acc is not None and base is not None else None
         result["size_bytes"] = path.stat().st_size
-        ok = True
-        if self.config.min_cosine is not None:
-            ok &= result["cosine_mean"] >= self.config.min_cosine
-        if self.config.max_drop is not None:
-            ok &= result.get("accuracy_drop") is not None and result["accuracy_drop"] <= self.config.max_drop
-        result["meets"] = bool(ok)
+        result["meets"] = meets_target(result, self.config)
         return result
 
     def loss(self, score: dict) -> float:
-        """What sensitivity ranks by: accuracy drop when judged by accuracy (cosine breaks ties), else 1 - cosine."""
-        if self.config.max_drop is not None and score.get("accuracy_drop") is not None:
-            return float(score["accuracy_drop"]) + (1.0 - score["cosine_mean"]) * 1e-3
-        return 1.0 - score["cosine_mean"]
+        return target_loss(score, self.config)
